@@ -1,0 +1,1 @@
+"""How we talk to each system: one package per system (spec, client, emulator) and the shared core."""

@@ -1,0 +1,294 @@
+"""The request machinery every client shares: auth header, one refresh on 401, retries, audit hook.
+
+A client subclasses `ApiClient`, names its `system`, and overrides `auth_header()` and, where the system
+has quirks, `classify()`. `request()` then:
+
+1. takes a token from the client's `TokenSource`, sends the request, reports the `Attempt` to the hook;
+2. on 401, asks for a fresh token once and resends;
+3. turns the response into an exception by the status table (`STATUS_REACTIONS`, overridable per
+   system), and retries `TransientError` with exponential backoff and full jitter, honouring the wait
+   the system asked for, at most `RetryPolicy.max_tries` tries in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx2
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from connectors.auth import MemoryTokens, TokenFetcher, TokenGrant, TokenSource
+from connectors.errors import (
+    AmbiguousLogin,
+    ConfigurationError,
+    ConnectorError,
+    Deferred,
+    RemoteError,
+    TransientError,
+    strip_query,
+)
+from connectors.spec import SystemSpec
+
+RESPONSE_EXCERPT = 1000  # characters of a response body kept on an attempt
+DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)  # seconds
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP exchange, as the audit trail records it (never a secret)."""
+
+    system: str
+    method: str
+    url: str
+    status: int | None
+    duration_ms: float
+    response_excerpt: str | None = None
+    error: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+AttemptHook = Callable[[Attempt], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter; `sleep` is injectable so tests never wait for real."""
+
+    max_tries: int = 5
+    base: float = 0.5  # seconds
+    cap: float = 30.0  # seconds
+    max_retry_after: float = 120.0  # seconds: longer requests become a job-level retry instead
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def wait(self, attempt_number: int, retry_after: float | None) -> float:
+        jitter = random.uniform(0, min(self.cap, self.base * 2 ** (attempt_number - 1)))
+        if retry_after is None:
+            return jitter
+        return min(self.max_retry_after, max(retry_after, jitter))
+
+
+# Status → reaction. A system overrides entries through `ApiClient.status_reactions`.
+STATUS_REACTIONS: Mapping[int, type[ConnectorError]] = {
+    400: RemoteError,
+    401: ConfigurationError,
+    403: ConfigurationError,
+    404: RemoteError,
+    405: ConfigurationError,
+    408: TransientError,
+    409: TransientError,
+    422: RemoteError,
+    423: TransientError,
+    425: TransientError,
+    429: TransientError,
+}
+
+
+def reaction_for(status: int, table: Mapping[int, type[ConnectorError]]) -> type[ConnectorError] | None:
+    if status < 400:
+        return None
+    if status in table:
+        return table[status]
+    return TransientError if status >= 500 else RemoteError
+
+
+def parse_retry_after(headers: httpx2.Headers, status: int) -> float | None:
+    """Seconds the system asked us to wait: Retry-After (seconds form) on any answer, and the
+    rate-limit window's reset (RateLimit-Reset) only on a 429, since Zuora sends it on every response."""
+    names = ["retry-after"] + (["ratelimit-reset", "x-ratelimit-reset"] if status == 429 else [])
+    for name in names:
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            return max(0.0, float(raw.split(",")[0].strip()))
+        except ValueError:
+            continue
+    return None
+
+
+class ApiClient:
+    """Base of the per-system clients."""
+
+    system: ClassVar[str] = ""
+    status_reactions: ClassVar[Mapping[int, type[ConnectorError]]] = STATUS_REACTIONS
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        http: httpx2.AsyncClient,
+        tokens_from: Callable[[TokenFetcher], TokenSource] = MemoryTokens,
+        on_attempt: AttemptHook | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+        # The source calls back into fetch_token when it needs a new token.
+        self.tokens: TokenSource = tokens_from(self.fetch_token)
+        self.on_attempt = on_attempt
+        self.retry = retry or RetryPolicy()
+        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        # Set by connectors.registry.build_client: the system's declared hosts, and whether loopback
+        # emulators are allowed. Hosts a system names at run time (Zoho's api_domain) are checked too.
+        self.spec: SystemSpec | None = None
+        self.sandbox = False
+
+    # --- hooks a system overrides -------------------------------------------------------------
+    async def fetch_token(self) -> TokenGrant:
+        """Get a new access token from the system's token endpoint."""
+        raise NotImplementedError
+
+    def auth_header(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def classify(self, response: httpx2.Response) -> ConnectorError | None:
+        """The error this response stands for, or None when it is a success."""
+        kind = reaction_for(response.status_code, self.status_reactions)
+        if kind is None:
+            return None
+        return self.error(kind, self.describe_error(response), response)
+
+    def describe_error(self, response: httpx2.Response) -> str:
+        """A one-line explanation from the system's error body."""
+        return f"HTTP {response.status_code}"
+
+    async def probe(self) -> dict[str, str]:
+        """One cheap authenticated call for `connectors.ping`; returns what it learned."""
+        raise NotImplementedError
+
+    def explain(self, error: ConnectorError) -> str:
+        """What a person should do about `error`, in plain words."""
+        return error.message
+
+    # --- shared machinery ---------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base_url}{path}"
+
+    def error(self, kind: type[ConnectorError], message: str, response: httpx2.Response) -> ConnectorError:
+        return kind(
+            message,
+            system=self.system,
+            method=response.request.method,
+            url=strip_query(str(response.request.url)),
+            status=response.status_code,
+            excerpt=response.text[:RESPONSE_EXCERPT],
+            retry_after=parse_retry_after(response.headers, response.status_code),
+        )
+
+    def report(self, attempt: Attempt) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(attempt)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx2.Response:
+        """Send with auth, one refresh on 401 and retries on transient failures; raise on failure."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_tries),
+            wait=self._wait,
+            retry=retry_if_exception(self._retry_here),
+            sleep=self.retry.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._authenticated(method, path, json=json, params=params, headers=headers)
+        except AmbiguousLogin as exc:
+            # Every try, each with a freshly minted token, was refused: now it is the credentials.
+            raise exc.as_configuration_error() from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _retry_here(self, exc: BaseException) -> bool:
+        """Transient errors are retried in-process unless the wait belongs to the job queue."""
+        if not isinstance(exc, TransientError) or isinstance(exc, Deferred):
+            return False
+        return exc.retry_after is None or exc.retry_after <= self.retry.max_retry_after
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = exc.retry_after if isinstance(exc, ConnectorError) else None
+        return self.retry.wait(state.attempt_number, retry_after)
+
+    async def _authenticated(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        auth, credential = await self.credentials(method, path, kwargs.get("params"))
+        response = await self.send(method, path, auth=auth, **kwargs)
+        if response.status_code == 401:
+            reason = f"401 from {method} {strip_query(self.url(path))}"
+            auth, credential = await self.credentials(
+                method, path, kwargs.get("params"), stale=credential, reason=reason
+            )
+            response = await self.send(method, path, auth=auth, **kwargs)
+        problem = self.classify(response)
+        if problem is not None:
+            raise problem
+        return response
+
+    async def credentials(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        *,
+        stale: str | None = None,
+        reason: str = "",
+    ) -> tuple[dict[str, str], str]:
+        """Authorization headers for one attempt, and the credential they carry (to name it stale on 401).
+
+        Token-based systems take a token from the token source; a signing scheme (NetSuite TBA) overrides
+        this to sign each attempt afresh.
+        """
+        token = await self.tokens.get(stale=stale, reason=reason) if stale else await self.tokens.get()
+        return self.auth_header(token), token
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        record_body: bool = True,
+        **kwargs: Any,
+    ) -> httpx2.Response:
+        """One HTTP exchange, reported to the attempt hook; network failures become TransientError.
+
+        `kwargs` go to httpx2 (json, params, data, content). `record_body=False` keeps the response out
+        of the attempt (token endpoints answer with secrets).
+        """
+        url = self.url(path)
+        all_headers = dict(headers or {})
+        all_headers.update(auth or {})
+        started = time.perf_counter()
+        try:
+            if self._slots is not None:
+                async with self._slots:
+                    response = await self.http.request(method, url, headers=all_headers, **kwargs)
+            else:
+                response = await self.http.request(method, url, headers=all_headers, **kwargs)
+        except httpx2.TransportError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            message = f"{type(exc).__name__}: could not reach {strip_query(url)}"
+            self.report(Attempt(self.system, method, strip_query(url), None, elapsed, error=message))
+            raise TransientError(message, system=self.system, method=method, url=strip_query(url)) from exc
+        elapsed = (time.perf_counter() - started) * 1000
+        excerpt = response.text[:RESPONSE_EXCERPT] if record_body else "(withheld: token response)"
+        self.report(
+            Attempt(
+                self.system, method, strip_query(url), response.status_code, elapsed, response_excerpt=excerpt
+            )
+        )
+        return response

@@ -1,0 +1,1 @@
+"""Zoho CRM: spec (data centres, credential fields, hosts), REST client, and its emulator."""

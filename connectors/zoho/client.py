@@ -1,0 +1,188 @@
+"""The Zoho CRM client: refresh-token grant on the accounts server, then calls on the `api_domain`
+the token response names (shared/api/zoho.md §0, §1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from connectors.auth import TokenGrant
+from connectors.errors import ConfigurationError, ConnectorError, RemoteError, TransientError
+from connectors.http import ApiClient
+
+API_VERSION = "v8"
+BATCH_LIMIT = 100  # records per insert/upsert call
+
+
+async def exchange_grant_code(
+    http: httpx2.AsyncClient, *, accounts_url: str, client_id: str, client_secret: str, code: str
+) -> dict[str, Any]:
+    """The self-client grant code → refresh token exchange (shared/api/zoho.md §1b).
+
+    Returns the token response (refresh_token, access_token, api_domain); raises ConfigurationError with
+    Zoho's error when the code is expired, used or for another client.
+    """
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "code": code,
+    }
+    response = await http.post(f"{accounts_url.rstrip('/')}/oauth/v2/token", data=form)
+    body = _json(response)
+    if "refresh_token" not in body:
+        error = body.get("error") or f"HTTP {response.status_code}"
+        hint = {
+            "invalid_code": "the grant code expired (they last a few minutes) or was already used; generate a new one",
+            "invalid_client": "the client id or secret is wrong, or the data centre does not match the org",
+        }.get(str(error), "check the client id, secret and code")
+        raise ConfigurationError(f"Zoho refused the grant code ({error}): {hint}", system="zoho")
+    return body
+
+
+class ZohoClient(ApiClient):
+    """Async client for one Zoho CRM org. `base_url` is the accounts server of the data centre."""
+
+    system = "zoho"
+
+    def __init__(self, *, client_id: str, client_secret: str, refresh_token: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+
+    def auth_header(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Zoho-oauthtoken {token}"}
+
+    async def fetch_token(self) -> TokenGrant:
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "refresh_token": self._refresh_token,
+        }
+        response = await self.send("POST", "/oauth/v2/token", data=form, record_body=False)
+        body = _json(response)
+        if response.status_code >= 500:
+            raise self.error(TransientError, "the Zoho accounts server is unavailable", response)
+        if response.status_code == 400 and body.get("error") == "Access Denied":
+            raise TransientError(
+                "Zoho is throttling token requests for this refresh token (10 per 10 minutes)",
+                system=self.system,
+                status=400,
+                retry_after=600.0,
+            )
+        if "access_token" not in body:
+            error = body.get("error") or f"HTTP {response.status_code}"
+            hint = {
+                "invalid_client": "the client id or secret is wrong, or the data centre does not match the org",
+                "invalid_code": "the refresh token is invalid or revoked; generate a new one",
+            }.get(str(error), "check the client id, secret and refresh token")
+            raise ConfigurationError(f"Zoho refused the token request ({error}): {hint}", system=self.system)
+        extra = {"api_domain": body.get("api_domain") or ""}
+        return TokenGrant(
+            access_token=str(body["access_token"]),
+            expires_in=float(body.get("expires_in", 3600)),
+            extra=extra,
+        )
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http", "/oauth/")):
+            return super().url(path)
+        api_domain = (self.tokens.extra.get("api_domain") or self.base_url).rstrip("/")
+        if self.spec is not None and api_domain != self.base_url:
+            # The token response names the API host; it must still be one of Zoho's.
+            self.spec.check_host(api_domain, sandbox=self.sandbox)
+        return f"{api_domain}{path}"
+
+    async def probe(self) -> dict[str, str]:
+        """Token exchange plus GET /crm/v8/org; learns the org and the api_domain to use."""
+        response = await self.request("GET", f"/crm/{API_VERSION}/org")
+        orgs = _json(response).get("org") or [{}]
+        learned = {"org": str(orgs[0].get("company_name") or orgs[0].get("id") or "")}
+        learned["api_domain"] = str(self.tokens.extra.get("api_domain") or "")
+        return learned
+
+    def explain(self, error: ConnectorError) -> str:
+        text = f"{error.message} {error.excerpt or ''}".lower()
+        if "invalid_client" in text:
+            return (
+                "Zoho did not accept the client ID and secret. Check them in the API console, and that the data "
+                "centre matches where the org lives (zoho.com, zoho.eu, zoho.in, ...): the wrong one answers "
+                "invalid_client."
+            )
+        if "invalid_code" in text or "refresh token" in text:
+            return "Zoho rejected the refresh token (revoked or mistyped). Generate a new one from a self-client grant code."
+        if "oauth_scope_mismatch" in text or "scope" in text:
+            return "The refresh token lacks a scope this needs: ZohoCRM.modules.ALL, ZohoCRM.notifications.ALL, ZohoCRM.org.READ."
+        if "throttl" in text or "too many" in text:
+            return (
+                "Zoho is throttling token requests for this refresh token; wait ten minutes before retrying."
+            )
+        return f"Zoho refused the request: {error.message}"
+
+    def describe_error(self, response: httpx2.Response) -> str:
+        body = _json(response)
+        # Batch endpoints (records, watch) put the errors inside the list, one per item.
+        items = body.get("data") or body.get("watch")
+        if isinstance(items, list) and items and isinstance(items[0], dict) and "code" not in body:
+            first = items[0]
+            detail = first.get("details") or {}
+            field = detail.get("api_name") or detail.get("param_name")
+            return f"{first.get('code')}: {first.get('message', '')}" + (f" (field {field})" if field else "")
+        return f"{body.get('code', response.status_code)}: {body.get('message', '')}".strip()
+
+    async def upsert(
+        self, module: str, records: list[dict[str, Any]], *, duplicate_check_fields: list[str]
+    ) -> list[dict[str, Any]]:
+        """Upsert up to 100 records; returns one result per record, in input order."""
+        if len(records) > BATCH_LIMIT:
+            raise RemoteError(f"at most {BATCH_LIMIT} records per upsert", system=self.system)
+        body = {"data": records, "duplicate_check_fields": duplicate_check_fields}
+        response = await self.request("POST", f"/crm/{API_VERSION}/{module}/upsert", json=body)
+        return list(_json(response).get("data") or [])
+
+    async def get_records(self, module: str, ids: list[str], *, fields: list[str]) -> list[dict[str, Any]]:
+        """Records by id, up to 100 per call (what a change notice names). v8 requires `fields`."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), BATCH_LIMIT):
+            chunk = ids[start : start + BATCH_LIMIT]
+            params = {"ids": ",".join(chunk), "fields": ",".join(fields or ["id"])}
+            response = await self.request("GET", f"/crm/{API_VERSION}/{module}", params=params)
+            found += list(_json(response).get("data") or [])
+        return found
+
+    # --- notification channels (watch) ----------------------------------------------------------
+    async def watch(self, channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Enable notification channels (POST /actions/watch); returns per-channel results."""
+        response = await self.request("POST", f"/crm/{API_VERSION}/actions/watch", json={"watch": channels})
+        return list(_json(response).get("watch") or [])
+
+    async def renew_watch(self, channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update channels in place (PATCH), e.g. a new channel_expiry; a lapsed channel fails here."""
+        response = await self.request("PATCH", f"/crm/{API_VERSION}/actions/watch", json={"watch": channels})
+        return list(_json(response).get("watch") or [])
+
+    async def list_watches(self) -> list[dict[str, Any]]:
+        response = await self.request("GET", f"/crm/{API_VERSION}/actions/watch")
+        return list(_json(response).get("watch") or [])
+
+    async def disable_watch(self, channel_ids: list[str]) -> list[dict[str, Any]]:
+        response = await self.request(
+            "DELETE", f"/crm/{API_VERSION}/actions/watch", params={"channel_ids": ",".join(channel_ids)}
+        )
+        return list(_json(response).get("watch") or [])
+
+    async def get_record(self, module: str, record_id: str) -> dict[str, Any] | None:
+        response = await self.request("GET", f"/crm/{API_VERSION}/{module}/{record_id}")
+        data = _json(response).get("data") or []
+        return data[0] if data else None
+
+
+def _json(response: httpx2.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

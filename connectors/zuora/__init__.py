@@ -1,0 +1,1 @@
+"""Zuora: spec (environments, credential fields, hosts), REST client, and its emulator."""

@@ -1,0 +1,1 @@
+"""What runs in the background: webhook intake, the job queue's workers, scheduled work, the flows."""

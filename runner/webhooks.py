@@ -1,0 +1,151 @@
+"""The webhook endpoints: thin HTTP edges around the intake functions of runner.intake*.
+
+    POST /webhooks/netsuite/{integration}   our User Event script      202 accepted
+    POST /webhooks/zuora/{integration}      a Zuora callout            200 accepted or duplicate
+    POST /webhooks/zoho/{integration}       a Zoho channel notification 200 accepted or duplicate
+
+Each handler reads the body (refusing more than MAX_BODY without reading it all), runs the intake
+function in a worker thread (it talks to the database), and turns the outcome into JSON:
+`{"accepted": true, "duplicate": bool, "event_id": n, "jobs": [...]}`, or `{"error", "message"}` with
+the IntakeError's status. Every outcome is logged (never with a secret) and counted in
+`mlc_webhook_events_total{system, verdict}`, the verdict being "accepted", "duplicate", the error code,
+or "error" when the event could not be stored: that answers 503, so the sender tries again rather than
+believing an event was kept that was not (design.md invariant 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from anyio import to_thread
+from prometheus_client import Counter
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runner.intake import MAX_BODY, Accepted, IntakeError, accept_netsuite, body_too_large, check_size
+from runner.intake_zoho import accept_zoho
+from runner.intake_zuora import NOTIFICATION_HEADER, SIGNATURE_HEADER, accept_zuora
+from storage.crypto import Vault
+
+log = logging.getLogger("ml_connector.webhooks")
+
+Intake = Callable[[bytes], Accepted]  # an intake function with everything but the body bound
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than MAX_BODY bytes without reading them all."""
+    check_size(request.headers.get("content-length"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise body_too_large(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def webhook_routes(*, engine: Engine, vault: Vault, events: Counter, wake: Callable[[], None]) -> list[Route]:
+    """The three webhook routes. `events` is the mlc_webhook_events_total counter (labels system,
+    verdict); `wake` tells the worker pool that jobs were queued (called on the event loop)."""
+
+    async def receive(
+        request: Request, system: str, ok_status: int, intake: Intake, extra: dict[str, Any] | None = None
+    ) -> Response:
+        key = request.path_params["integration"]
+        peer = request.client.host if request.client else "?"
+        try:
+            body = await read_body(request)
+            accepted = await to_thread.run_sync(intake, body)
+        except IntakeError as exc:
+            events.labels(system, exc.code).inc()
+            log.warning(
+                "%s webhook for %r from %s refused: %s %s: %s",
+                system,
+                key,
+                peer,
+                exc.status,
+                exc.code,
+                exc.message,
+            )
+            return JSONResponse(exc.body(), status_code=exc.status)
+        except Exception:
+            events.labels(system, "error").inc()
+            log.exception("%s webhook for %r from %s could not be stored", system, key, peer)
+            message = "the event could not be stored and was not acknowledged; send it again later"
+            return JSONResponse({"error": "unavailable", "message": message}, status_code=503)
+        verdict = "duplicate" if accepted.duplicate else "accepted"
+        events.labels(system, verdict).inc()
+        log.info("%s webhook for %r %s as event %d", system, key, verdict, accepted.event_id)
+        if accepted.job_ids:
+            wake()
+        answer = {
+            "accepted": True,
+            "duplicate": accepted.duplicate,
+            "event_id": accepted.event_id,
+            "jobs": accepted.job_ids,
+            **(extra or {}),
+        }
+        return JSONResponse(answer, status_code=ok_status)
+
+    async def netsuite(request: Request) -> Response:
+        key, headers, peer = _basics(request)
+        secret = request.headers.get("x-webhook-secret") or request.query_params.get("secret")
+        return await receive(
+            request,
+            "netsuite",
+            202,
+            lambda body: accept_netsuite(
+                engine, vault, key=key, secret=secret, body=body, headers=headers, remote_addr=peer
+            ),
+        )
+
+    async def zuora(request: Request) -> Response:
+        key, headers, peer = _basics(request)
+        signature = headers.get(SIGNATURE_HEADER.lower())
+        notification_id = headers.get(NOTIFICATION_HEADER.lower())
+        return await receive(
+            request,
+            "zuora",
+            200,  # Zuora counts only 200 as delivered (shared/api/zuora.md §6)
+            lambda body: accept_zuora(
+                engine,
+                vault,
+                key=key,
+                signature=signature,
+                notification_id=notification_id,
+                body=body,
+                headers=headers,
+                remote_addr=peer,
+            ),
+            # Tenants may have Zuora "confirm success by parsing response content": {"success": true}.
+            extra={"success": True},
+        )
+
+    async def zoho(request: Request) -> Response:
+        key, headers, peer = _basics(request)
+        return await receive(
+            request,
+            "zoho",
+            200,  # Zoho documents no expected status; 200 is success to every sender
+            lambda body: accept_zoho(engine, vault, key=key, body=body, headers=headers, remote_addr=peer),
+        )
+
+    return [
+        Route("/webhooks/netsuite/{integration}", netsuite, methods=["POST"]),
+        Route("/webhooks/zuora/{integration}", zuora, methods=["POST"]),
+        Route("/webhooks/zoho/{integration}", zoho, methods=["POST"]),
+    ]
+
+
+def _basics(request: Request) -> tuple[str, dict[str, str], str]:
+    """The integration key, the headers (lower-case names) and the socket peer's address."""
+    return (
+        request.path_params["integration"],
+        dict(request.headers),
+        request.client.host if request.client else "",
+    )

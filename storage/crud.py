@@ -1,0 +1,178 @@
+"""Create and read workspaces, connections, integrations and mappings (keyword-only functions).
+
+Secrets go in encrypted and come out only through `connection_secrets` / `integration_secrets`;
+everything else a page shows uses the `*Public` models.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
+
+from storage.crypto import Vault
+from storage.db import session_scope
+from storage.models import (
+    Connection,
+    ConnectionPublic,
+    Integration,
+    IntegrationPublic,
+    Mapping,
+    Workspace,
+)
+from storage.types import utcnow
+
+
+def create_workspace(engine: Engine, *, name: str) -> Workspace:
+    with session_scope(engine) as session:
+        workspace = Workspace(name=name)
+        session.add(workspace)
+        session.flush()
+        return workspace
+
+
+def get_workspace_by_name(engine: Engine, *, name: str) -> Workspace | None:
+    with session_scope(engine) as session:
+        return session.exec(select(Workspace).where(col(Workspace.name) == name)).first()
+
+
+def create_connection(
+    engine: Engine,
+    vault: Vault,
+    *,
+    workspace_id: int,
+    system: str,
+    name: str,
+    base_url: str,
+    environment: str = "",
+    settings: dict[str, Any] | None = None,
+    secrets: dict[str, Any] | None = None,
+) -> ConnectionPublic:
+    """Store a connection; `secrets` are encrypted before they reach the database."""
+    with session_scope(engine) as session:
+        connection = Connection(
+            workspace_id=workspace_id,
+            system=system,
+            name=name,
+            base_url=base_url.rstrip("/"),
+            environment=environment,
+            settings=dict(settings or {}),
+            secrets_encrypted=vault.encrypt(dict(secrets or {})),
+        )
+        session.add(connection)
+        session.flush()
+        return ConnectionPublic.model_validate(connection, from_attributes=True)
+
+
+def get_connection(engine: Engine, *, connection_id: int) -> Connection | None:
+    with session_scope(engine) as session:
+        return session.get(Connection, connection_id)
+
+
+def connection_secrets(vault: Vault, connection: Connection) -> dict[str, Any]:
+    return dict(vault.decrypt(connection.secrets_encrypted) or {})
+
+
+def create_integration(
+    engine: Engine,
+    vault: Vault,
+    *,
+    workspace_id: int,
+    name: str,
+    source_connection_id: int,
+    target_connection_id: int,
+    flows: list[str],
+    key: str | None = None,
+    webhook_secrets: dict[str, str] | None = None,
+) -> IntegrationPublic:
+    """Store an integration; webhook secrets are generated when not given."""
+    secrets = dict(webhook_secrets or {})
+    secrets.setdefault("netsuite_secret", pysecrets.token_urlsafe(32))
+    secrets.setdefault("zuora_hmac_secret", pysecrets.token_urlsafe(32))
+    with session_scope(engine) as session:
+        integration = Integration(
+            workspace_id=workspace_id,
+            key=key or pysecrets.token_urlsafe(12),
+            name=name,
+            source_connection_id=source_connection_id,
+            target_connection_id=target_connection_id,
+            flows=list(flows),
+            webhook_secrets_encrypted=vault.encrypt(secrets),
+        )
+        session.add(integration)
+        session.flush()
+        return IntegrationPublic.model_validate(integration, from_attributes=True)
+
+
+def get_integration_by_key(engine: Engine, *, key: str) -> Integration | None:
+    with session_scope(engine) as session:
+        return session.exec(select(Integration).where(col(Integration.key) == key)).first()
+
+
+def get_integration(engine: Engine, *, integration_id: int) -> Integration | None:
+    with session_scope(engine) as session:
+        return session.get(Integration, integration_id)
+
+
+def integration_secrets(vault: Vault, integration: Integration) -> dict[str, str]:
+    return dict(vault.decrypt(integration.webhook_secrets_encrypted) or {})
+
+
+def list_integrations(engine: Engine) -> list[IntegrationPublic]:
+    with session_scope(engine) as session:
+        rows = session.exec(select(Integration).order_by(col(Integration.id))).all()
+        return [IntegrationPublic.model_validate(row, from_attributes=True) for row in rows]
+
+
+def save_mapping(
+    engine: Engine, *, integration_id: int, flow: str, spec: dict[str, Any], created_by: str = "system"
+) -> Mapping:
+    """Store `spec` as the next version of the flow's mapping and make it the active one."""
+    with session_scope(engine, write=True) as session:
+        latest = session.exec(
+            select(func.max(Mapping.version)).where(
+                col(Mapping.integration_id) == integration_id, col(Mapping.flow) == flow
+            )
+        ).one()
+        for old in session.exec(
+            select(Mapping).where(
+                col(Mapping.integration_id) == integration_id, col(Mapping.flow) == flow, col(Mapping.active)
+            )
+        ):
+            old.active = False
+            session.add(old)
+        mapping = Mapping(
+            integration_id=integration_id,
+            flow=flow,
+            version=(latest or 0) + 1,
+            spec=spec,
+            active=True,
+            created_by=created_by,
+            created_at=utcnow(),
+        )
+        session.add(mapping)
+        session.flush()
+        return mapping
+
+
+def active_mapping(engine: Engine, *, integration_id: int, flow: str) -> Mapping | None:
+    with session_scope(engine) as session:
+        return session.exec(
+            select(Mapping).where(
+                col(Mapping.integration_id) == integration_id, col(Mapping.flow) == flow, col(Mapping.active)
+            )
+        ).first()
+
+
+def mapping_version(engine: Engine, *, integration_id: int, flow: str, version: int) -> Mapping | None:
+    """One stored version of a flow's mapping (None for version 0, the flow's built-in default)."""
+    with session_scope(engine) as session:
+        return session.exec(
+            select(Mapping).where(
+                col(Mapping.integration_id) == integration_id,
+                col(Mapping.flow) == flow,
+                col(Mapping.version) == version,
+            )
+        ).first()

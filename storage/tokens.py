@@ -1,0 +1,248 @@
+"""Access tokens kept in the database per connection, encrypted, refreshed single-flight.
+
+`StoredTokens` is the `TokenSource` the runner gives its clients. A refresh holds the connection's token
+row under lock while it calls the token endpoint: `SELECT … FOR UPDATE` on PostgreSQL, a write
+transaction on SQLite. Whoever waited on the lock re-reads the row and uses the token just stored instead
+of minting another, so N workers or N runner processes cause one refresh (design.md invariant 5). A
+failed refresh sets a cool-down so a broken credential is not hammered (Zoho blocks a refresh token for
+the rest of a 10-minute window after 10 token requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from anyio import CapacityLimiter, to_thread
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from connectors.auth import REFRESH_MARGIN, TokenFetcher
+from connectors.errors import ConnectorError, Deferred
+from storage.crypto import Vault
+from storage.models import Token
+from storage.types import utcnow
+
+COOLDOWN_BASE = 15.0  # seconds after the first failed refresh
+COOLDOWN_CAP = 600.0  # seconds
+TOKEN = Token.__table__  # type: ignore[attr-defined]
+
+
+class StoredTokens:
+    """Tokens of one connection, cached in the `token` table."""
+
+    def __init__(
+        self,
+        fetch: TokenFetcher,
+        *,
+        engine: Engine,
+        vault: Vault,
+        connection_id: int,
+        system: str,
+        margin: float = REFRESH_MARGIN,
+        budget: tuple[int, float] | None = None,
+    ) -> None:
+        """`budget` = (refreshes, window seconds) this connection may make, across every process."""
+        self._fetch = fetch
+        self._budget = budget
+        self._engine = engine
+        self._vault = vault
+        self._connection_id = connection_id
+        self._system = system
+        self._margin = margin
+        self._lock = asyncio.Lock()
+        # The refresh holds the token row locked (on SQLite, the database's write lock) while it awaits
+        # the token endpoint. Its database calls get a thread limiter of their own, so they never queue
+        # behind worker threads that are themselves waiting for that lock (a deadlock until timeouts).
+        self._limiter = CapacityLimiter(1)
+        self._extra: dict[str, Any] = {}
+        self.refreshes = 0  # refreshes this process made
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self._extra
+
+    async def get(self, *, stale: str | None = None, reason: str = "") -> str:
+        token = await to_thread.run_sync(self._usable, stale)
+        if token is not None:
+            return token
+        async with self._lock:
+            token = await to_thread.run_sync(self._usable, stale)
+            if token is not None:
+                return token
+            return await self._refresh(stale, reason or ("rejected" if stale else "expiring"))
+
+    # --- internals --------------------------------------------------------------------------
+    def _usable(self, stale: str | None, connection: Connection | None = None) -> str | None:
+        if connection is None:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(TOKEN).where(TOKEN.c.connection_id == self._connection_id)).first()
+        else:
+            row = connection.execute(
+                self._select_for_update().where(TOKEN.c.connection_id == self._connection_id)
+            ).first()
+        if row is None or not row.access_token_encrypted or row.expires_at is None:
+            return None
+        expires_at = _aware(row.expires_at)
+        if expires_at - timedelta(seconds=self._margin) <= utcnow():
+            return None
+        token = self._vault.decrypt(row.access_token_encrypted)
+        if token == stale:
+            return None
+        self._extra = dict(row.extra or {})
+        return str(token)
+
+    def _select_for_update(self) -> Any:
+        query = select(TOKEN)
+        return query.with_for_update() if self._engine.dialect.name == "postgresql" else query
+
+    async def _refresh(self, stale: str | None, reason: str) -> str:
+        connection = await to_thread.run_sync(self._lock_row, limiter=self._limiter)
+        try:
+            token = await to_thread.run_sync(self._usable, stale, connection, limiter=self._limiter)
+            if token is not None:
+                await to_thread.run_sync(connection.commit, limiter=self._limiter)
+                return token
+            cooldown = await to_thread.run_sync(self._cooldown, connection, limiter=self._limiter)
+            if cooldown is not None:
+                until, last_failure = cooldown
+                raise Deferred(
+                    f"token refresh is cooling down until {until:%H:%M:%S} UTC after a failure ({last_failure})",
+                    system=self._system,
+                    retry_after=max(1.0, (until - utcnow()).total_seconds()),
+                )
+            recent = await to_thread.run_sync(self._recent_refreshes, connection, limiter=self._limiter)
+            self._check_budget(recent)
+            try:
+                grant = await self._fetch()
+            except ConnectorError as exc:
+                await to_thread.run_sync(
+                    self._record_failure,
+                    connection,
+                    f"{reason}: {exc.message}",
+                    recent,
+                    limiter=self._limiter,
+                )
+                raise
+            now = utcnow()
+            values = {
+                "access_token_encrypted": self._vault.encrypt(grant.access_token),
+                "expires_at": now + timedelta(seconds=grant.expires_in),
+                "refreshed_at": now,
+                "reason": reason[:100],
+                "failures": 0,
+                "cooldown_until": None,
+                "extra": {**grant.extra, "refresh_times": [*recent, now.timestamp()]},
+            }
+            await to_thread.run_sync(self._store, connection, values, limiter=self._limiter)
+            self._extra = dict(values["extra"])
+            self.refreshes += 1
+            return grant.access_token
+        finally:
+            await to_thread.run_sync(_close, connection, limiter=self._limiter)
+
+    def _lock_row(self) -> Connection:
+        """Open a transaction holding this connection's token row (created empty when missing)."""
+        self._ensure_row()
+        connection = self._engine.connect()
+        if self._engine.dialect.name == "sqlite":
+            connection.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        connection.begin()
+        return connection
+
+    def _ensure_row(self) -> None:
+        with self._engine.connect() as connection:
+            exists = connection.execute(
+                select(TOKEN.c.id).where(TOKEN.c.connection_id == self._connection_id)
+            ).first()
+            if exists:
+                return
+        # Insert-or-ignore: the first statement of its transaction is the write, so SQLite never has to
+        # upgrade a read lock (which fails at once when another process wrote meanwhile).
+        values = {
+            "connection_id": self._connection_id,
+            "access_token_encrypted": "",
+            "reason": "",
+            "failures": 0,
+            "extra": {},
+        }
+        dialect = self._engine.dialect.name
+        statement = (
+            postgresql_insert(TOKEN).values(**values).on_conflict_do_nothing(index_elements=["connection_id"])
+            if dialect == "postgresql"
+            else sqlite_insert(TOKEN)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["connection_id"])
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
+    def _cooldown(self, connection: Connection) -> tuple[datetime, str] | None:
+        row = connection.execute(
+            select(TOKEN.c.cooldown_until, TOKEN.c.reason).where(TOKEN.c.connection_id == self._connection_id)
+        ).first()
+        if row is None or row.cooldown_until is None:
+            return None
+        until = _aware(row.cooldown_until)
+        return (until, row.reason) if until > utcnow() else None
+
+    def _recent_refreshes(self, connection: Connection) -> list[float]:
+        """When this connection's tokens were minted within the budget window (epoch seconds)."""
+        row = connection.execute(
+            select(TOKEN.c.extra).where(TOKEN.c.connection_id == self._connection_id)
+        ).first()
+        times = list(((row.extra if row else None) or {}).get("refresh_times") or [])
+        window = self._budget[1] if self._budget else 0.0
+        horizon = utcnow().timestamp() - window
+        return [float(t) for t in times if float(t) > horizon]
+
+    def _check_budget(self, recent: list[float]) -> None:
+        # Zoho blocks a refresh token for the rest of a 10-minute window after 10 token requests; our
+        # budget stays under it so our own refreshes never lock the connection out.
+        if self._budget is None or len(recent) < self._budget[0]:
+            return
+        window = self._budget[1]
+        wait = max(1.0, min(recent) + window - utcnow().timestamp())
+        raise Deferred(
+            f"{len(recent)} token refreshes in the last {window / 60:.0f} minutes; waiting {wait:.0f}s to stay "
+            f"under the {self._system} token limit",
+            system=self._system,
+            retry_after=wait,
+        )
+
+    def _record_failure(self, connection: Connection, reason: str, recent: list[float]) -> None:
+        row = connection.execute(
+            select(TOKEN.c.failures, TOKEN.c.extra).where(TOKEN.c.connection_id == self._connection_id)
+        ).first()
+        failures = (row.failures if row else 0) + 1
+        wait = min(COOLDOWN_CAP, COOLDOWN_BASE * 2 ** (failures - 1))
+        # A refused token request counts against the system's token limit just like a granted one.
+        extra = {**((row.extra if row else None) or {}), "refresh_times": [*recent, utcnow().timestamp()]}
+        connection.execute(
+            update(TOKEN)
+            .where(TOKEN.c.connection_id == self._connection_id)
+            .values(
+                failures=failures,
+                cooldown_until=utcnow() + timedelta(seconds=wait),
+                reason=reason[:100],
+                extra=extra,
+            )
+        )
+        connection.commit()
+
+    def _store(self, connection: Connection, values: dict[str, Any]) -> None:
+        connection.execute(update(TOKEN).where(TOKEN.c.connection_id == self._connection_id).values(**values))
+        connection.commit()
+
+
+def _close(connection: Connection) -> None:
+    if connection.in_transaction():
+        connection.rollback()
+    connection.close()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

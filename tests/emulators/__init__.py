@@ -1,0 +1,1 @@
+"""Contract suites for the NetSuite, Zuora and Zoho emulators, over real HTTP."""

@@ -1,0 +1,1 @@
+"""Tests of what a person sees: the Streamlit pages, through AppTest and a real browser."""
