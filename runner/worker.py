@@ -87,12 +87,14 @@ class WorkerPool:
                 task = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
-            if jobs and len(jobs) == free:
+            if len(self._running) >= self.concurrency:
                 # Full: wait for a slot to free up before claiming more.
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if jobs:
-                continue  # there may be more right away
+                # There may be more right away. Jobs handed back for a full lane left slots free: the
+                # next claim skips that lane, so those slots go to other integrations' jobs.
+                continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_wait)
