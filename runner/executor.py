@@ -25,7 +25,7 @@ from runner.flows import Flow, FlowContext, Postpone, registry
 from runner.mapping import Mapped, MappingError, apply, create_only_fields
 from runner.services import Services, current_trail
 from storage import audit, crud, queue
-from storage.models import AuditRecord, Job, JobKind, Outcome
+from storage.models import AuditRecord, Integration, Job, JobKind, Outcome
 
 log = logging.getLogger("ml_connector.jobs")
 
@@ -95,13 +95,7 @@ async def _run(services: Services, job: Job, flow: Flow, record: AuditRecord, wo
     integration = await services.integration(job.integration_id)
     if integration is None:
         raise MappingError("integration", f"integration {job.integration_id} no longer exists")
-    source = await services.client_for(integration.source_connection_id)
-    target = await services.client_for(integration.target_connection_id)
-    # The link claimant is the job, not the runner: a retry of this job (here or on another runner after
-    # a crash) may take its own claim over at once, while a different job for the same record waits.
-    ctx = FlowContext(
-        engine=services.engine, integration=integration, source=source, target=target, worker=f"job:{job.id}"
-    )
+    ctx = await flow_context(services, integration, flow, worker=f"job:{job.id}")
     source_id = flow.source_id(job.payload)
     record.source_id = source_id
     replayed = await _original(services, job)
@@ -130,6 +124,35 @@ async def _run(services: Services, job: Job, flow: Flow, record: AuditRecord, wo
     record.target_id = result.target_id
     record.action = result.action
     record.response = result.response
+
+
+async def flow_context(
+    services: Services, integration: Integration, flow: Flow, *, worker: str
+) -> FlowContext:
+    """The clients of the flow's source and target systems, taken from the integration's pair.
+
+    The link claimant (`worker`) is the job, not the runner: a retry of this job (here or on another
+    runner after a crash) may take its own claim over at once, while a different job for the same
+    record waits.
+    """
+    clients = {}
+    for connection_id in (integration.source_connection_id, integration.target_connection_id):
+        client = await services.client_for(connection_id)
+        clients[client.system] = client
+    missing = [s for s in (flow.source_system, flow.target_system) if s not in clients]
+    if missing:
+        raise MappingError(
+            "integration",
+            f"flow {flow.name} needs a {' and a '.join(missing)} connection; this integration pairs "
+            f"{' and '.join(sorted(clients))}: disable the flow or pair the right systems",
+        )
+    return FlowContext(
+        engine=services.engine,
+        integration=integration,
+        source=clients[flow.source_system],
+        target=clients[flow.target_system],
+        worker=worker,
+    )
 
 
 async def _original(services: Services, job: Job) -> AuditRecord | None:

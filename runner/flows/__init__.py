@@ -8,6 +8,7 @@ Replays skip `fetch` and re-send a stored payload or re-map a stored snapshot.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
@@ -21,13 +22,19 @@ from storage.models import Integration
 
 @dataclass
 class FlowContext:
-    """What a flow needs while it runs one job."""
+    """What a flow needs while it runs one job.
+
+    `source` and `target` are the clients of the flow's own source and target systems (a Zuora → NetSuite
+    flow gets the Zuora client as `source` even though its integration pairs NetSuite with Zuora);
+    `lookups` holds the integration's active lookup tables by name, for the mapping.
+    """
 
     engine: Engine
     integration: Integration
     source: ApiClient
     target: ApiClient
     worker: str
+    lookups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Postpone(Exception):
@@ -46,11 +53,19 @@ class WriteResult:
 
 
 class Flow(Protocol):
+    """One sync flow. Per-record flows implement `fetch` and `write`; batch flows (`batch_size` > 1)
+    also implement `fetch_many` and `write_batch`, and the worker hands them up to `batch_size` jobs of
+    one integration at once."""
+
     name: ClassVar[str]
     title: ClassVar[str]
     source_system: ClassVar[str]
     target_system: ClassVar[str]
+    # The NetSuite record type whose webhook events and poll hits feed this flow ("" for none).
+    source_record: ClassVar[str]
     default_mapping: ClassVar[dict[str, Any]]
+    required_fields: ClassVar[tuple[str, ...]]
+    batch_size: ClassVar[int]
 
     def source_id(self, job_payload: dict[str, Any]) -> str: ...
 
@@ -59,19 +74,34 @@ class Flow(Protocol):
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult: ...
 
 
+# Every flow module; each defines FLOWS, a list of flow instances.
+FLOW_MODULES = (
+    "runner.flows.customer_account",
+    "runner.flows.invoice",
+    "runner.flows.subscription",
+    "runner.flows.zoho_records",
+    "runner.flows.zoho_change",
+)
+
+
 @lru_cache(maxsize=1)
 def registry() -> dict[str, Flow]:
     """Every flow by name."""
-    from runner.flows.customer_account import CustomerToAccount
-
-    flows: list[Flow] = [CustomerToAccount()]
+    flows: list[Flow] = []
+    for module in FLOW_MODULES:
+        flows.extend(importlib.import_module(module).FLOWS)
     return {flow.name: flow for flow in flows}
 
 
 def flows_for_record(record_type: str, enabled: list[str]) -> list[str]:
-    """The enabled flows a NetSuite record type feeds."""
-    feeds = {"customer": ["customer_account"]}
-    return [name for name in feeds.get(record_type, []) if name in enabled]
+    """The enabled flows a NetSuite record type feeds, in the order the integration lists them."""
+    flows = registry()
+    return [name for name in enabled if name in flows and flows[name].source_record == record_type.lower()]
+
+
+def flows_between(systems: set[str]) -> list[str]:
+    """Every flow an integration pairing these two systems can run (what onboarding enables)."""
+    return [flow.name for flow in registry().values() if {flow.source_system, flow.target_system} == systems]
 
 
 # Which flows a webhook event from each system feeds, as data. A name listed here whose code has not

@@ -46,7 +46,10 @@ class CustomerToAccount:
     title: ClassVar[str] = "NetSuite customer → Zuora account"
     source_system: ClassVar[str] = "netsuite"
     target_system: ClassVar[str] = "zuora"
+    source_record: ClassVar[str] = "customer"
     default_mapping: ClassVar[dict[str, Any]] = DEFAULT_MAPPING
+    required_fields: ClassVar[tuple[str, ...]] = ("name", "crmId", "billToContact.lastName")
+    batch_size: ClassVar[int] = 1
 
     def source_id(self, job_payload: dict[str, Any]) -> str:
         return str(job_payload["id"])
@@ -107,3 +110,6 @@ class CustomerToAccount:
 
 def _hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+FLOWS = [CustomerToAccount()]

@@ -1,0 +1,3 @@
+"""Placeholder until this flow lands."""
+
+FLOWS: list[object] = []
