@@ -126,11 +126,15 @@ def main(argv: list[str] | None = None) -> None:
         children.start("runner", [python, "-m", "runner"], env)
         runner_url = f"http://{settings.runner_host}:{args.runner_port}"
         wait_until(lambda: answers(f"{runner_url}/healthz"), children, "the runner")
-        webhook = f"{runner_url}/webhooks/netsuite/{wiring.integration_key}"
-        httpx2.post(
-            f"{creds.netsuite_url}/_emulator/webhooks",
-            json={"url": webhook, "secret": wiring.netsuite_secret},
-        )
+        # Deploy "our User Event script" in the emulated NetSuite account, once per integration.
+        for key, secret in (
+            (wiring.integration_key, wiring.netsuite_secret),
+            (wiring.zoho_integration_key, wiring.zoho_netsuite_secret),
+        ):
+            httpx2.post(
+                f"{creds.netsuite_url}/_emulator/webhooks",
+                json={"url": f"{runner_url}/webhooks/netsuite/{key}", "secret": secret},
+            )
 
         ui_args = [
             python, "-m", "streamlit", "run", "app.py",

@@ -1,4 +1,5 @@
-"""Wire a demo workspace to the sandbox emulators: connections, one integration, its webhook.
+"""Wire a demo workspace to the sandbox emulators: connections and two integrations (NetSuite ↔ Zuora,
+NetSuite ↔ Zoho CRM).
 
 Idempotent: a restart finds the workspace and refreshes connection URLs and credentials (the sandbox
 mints new ones each start) instead of adding duplicates.
@@ -12,21 +13,26 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.sandbox import SandboxCredentials
+from runner.flows import flows_between
 from storage import crud
 from storage.crypto import Vault
 from storage.db import session_scope
-from storage.models import Connection, Token
+from storage.models import Connection, Integration, Token
 from storage.types import utcnow
 
 WORKSPACE = "Demo"
 INTEGRATION_KEY = "demo"
+ZOHO_INTEGRATION_KEY = "demo-zoho"
 
 
 @dataclass(frozen=True)
 class DemoWiring:
-    integration_id: int
+    integration_id: int  # NetSuite ↔ Zuora
     integration_key: str
     netsuite_secret: str
+    zoho_integration_id: int  # NetSuite ↔ Zoho CRM
+    zoho_integration_key: str
+    zoho_netsuite_secret: str
 
 
 def wire(engine: Engine, vault: Vault, creds: SandboxCredentials) -> DemoWiring:
@@ -61,7 +67,7 @@ def wire(engine: Engine, vault: Vault, creds: SandboxCredentials) -> DemoWiring:
         settings={"client_id": creds.zuora_client_id},
         secrets={"client_secret": creds.zuora_client_secret},
     )
-    _upsert_connection(
+    zoho = _upsert_connection(
         engine,
         vault,
         workspace_id=workspace.id,
@@ -72,22 +78,49 @@ def wire(engine: Engine, vault: Vault, creds: SandboxCredentials) -> DemoWiring:
         settings={"client_id": creds.zoho_client_id},
         secrets={"client_secret": creds.zoho_client_secret, "refresh_token": creds.zoho_refresh_token},
     )
-    integration = crud.get_integration_by_key(engine, key=INTEGRATION_KEY)
-    if integration is None:
-        crud.create_integration(
-            engine,
-            vault,
-            workspace_id=workspace.id,
-            name="NetSuite → Zuora (demo)",
-            source_connection_id=netsuite,
-            target_connection_id=zuora,
-            flows=["customer_account"],
-            key=INTEGRATION_KEY,
-        )
-        integration = crud.get_integration_by_key(engine, key=INTEGRATION_KEY)
-    assert integration is not None and integration.id is not None
-    secret = crud.integration_secrets(vault, integration)["netsuite_secret"]
-    return DemoWiring(integration.id, INTEGRATION_KEY, secret)
+    zuora_id = _upsert_integration(
+        engine, vault, workspace_id=workspace.id, key=INTEGRATION_KEY, name="NetSuite ↔ Zuora (demo)",
+        source=netsuite, target=zuora, flows=flows_between({"netsuite", "zuora"}),
+    )  # fmt: skip
+    zoho_id = _upsert_integration(
+        engine, vault, workspace_id=workspace.id, key=ZOHO_INTEGRATION_KEY, name="NetSuite ↔ Zoho CRM (demo)",
+        source=netsuite, target=zoho, flows=flows_between({"netsuite", "zoho"}),
+    )  # fmt: skip
+    return DemoWiring(
+        integration_id=zuora_id,
+        integration_key=INTEGRATION_KEY,
+        netsuite_secret=_netsuite_secret(engine, vault, INTEGRATION_KEY),
+        zoho_integration_id=zoho_id,
+        zoho_integration_key=ZOHO_INTEGRATION_KEY,
+        zoho_netsuite_secret=_netsuite_secret(engine, vault, ZOHO_INTEGRATION_KEY),
+    )
+
+
+def _upsert_integration(
+    engine: Engine, vault: Vault, *, workspace_id: int, key: str, name: str, source: int, target: int,
+    flows: list[str],
+) -> int:  # fmt: skip
+    """Create the integration, or refresh its flows to every flow the pair supports (new flows that
+    landed since the demo database was made get enabled on the next start)."""
+    with session_scope(engine, write=True) as session:
+        existing = session.exec(select(Integration).where(col(Integration.key) == key)).first()
+        if existing is not None:
+            existing.flows = flows
+            session.add(existing)
+            session.flush()
+            assert existing.id is not None
+            return existing.id
+    created = crud.create_integration(
+        engine, vault, workspace_id=workspace_id, name=name, source_connection_id=source,
+        target_connection_id=target, flows=flows, key=key,
+    )  # fmt: skip
+    return created.id
+
+
+def _netsuite_secret(engine: Engine, vault: Vault, key: str) -> str:
+    integration = crud.get_integration_by_key(engine, key=key)
+    assert integration is not None
+    return crud.integration_secrets(vault, integration)["netsuite_secret"]
 
 
 def _upsert_connection(

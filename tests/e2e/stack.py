@@ -85,6 +85,8 @@ class Stack:
     zoho: ZohoEmulator
     integration_key: str
     zuora_secret: str  # the demo integration's zuora_hmac_secret when the stack started
+    zoho_integration_id: int  # the demo's NetSuite ↔ Zoho CRM integration
+    zoho_integration_key: str
 
     @property
     def zuora_webhook_url(self) -> str:
@@ -133,6 +135,9 @@ def running_stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[
         runner_url = stack.enter_context(serve(create_app(engine=engine, settings=settings, vault=vault)))
         webhook_url = f"{runner_url}/webhooks/netsuite/{wiring.integration_key}"
         sandbox.netsuite.add_webhook(webhook_url, wiring.netsuite_secret)
+        sandbox.netsuite.add_webhook(
+            f"{runner_url}/webhooks/netsuite/{wiring.zoho_integration_key}", wiring.zoho_netsuite_secret
+        )
         yield Stack(
             netsuite=sandbox.netsuite,
             zuora=sandbox.zuora,
@@ -144,6 +149,8 @@ def running_stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[
             zoho=sandbox.zoho,
             integration_key=wiring.integration_key,
             zuora_secret=_zuora_secret(engine, vault, wiring.integration_key),
+            zoho_integration_id=wiring.zoho_integration_id,
+            zoho_integration_key=wiring.zoho_integration_key,
         )
 
 
