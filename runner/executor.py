@@ -21,6 +21,7 @@ from typing import Any
 from anyio import to_thread
 
 from connectors.errors import ConnectorError, RemoteError
+from runner import backfill
 from runner.flows import Flow, FlowContext, Postpone, registry
 from runner.mapping import Mapped, MappingError, apply, create_only_fields
 from runner.services import Services, current_trail
@@ -32,6 +33,9 @@ log = logging.getLogger("ml_connector.jobs")
 
 async def execute(services: Services, job: Job, *, worker: str) -> str:
     """Run `job` and record its outcome; returns the audit outcome."""
+    if job.kind == JobKind.BACKFILL:
+        # A backfill pages through the source and queues sync jobs; it is audited by the jobs it queues.
+        return await backfill.execute(services, job, worker=worker)
     flows = registry()
     flow = flows.get(job.flow)
     trail: list[Any] = []

@@ -20,6 +20,7 @@ from connectors.errors import ConnectorError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.zuora.client import ZuoraClient
 from runner import channels
+from runner.flows import registry
 from runner.services import Services
 from runner.worker import WorkerPool
 from storage import leases, queue
@@ -41,7 +42,6 @@ from storage.types import utcnow
 log = logging.getLogger("ml_connector.scheduled")
 
 POLL_OVERLAP = 300.0  # seconds each NetSuite poll re-reads before its watermark
-POLLED_TABLES = {"customer_account": "customer"}  # flow → the NetSuite table whose changes feed it
 PREREFRESH_WINDOW = 600.0  # seconds: tokens expiring sooner than this are refreshed ahead of use
 
 
@@ -140,14 +140,13 @@ class ScheduledWork:
     async def poll_netsuite(self) -> None:
         """The safety net for missed webhooks: records modified since the last poll become sync jobs."""
         for integration_id, connection_id, flows in await to_thread.run_sync(self._netsuite_sources):
-            for flow, table in POLLED_TABLES.items():
-                if flow in flows:
-                    await self.poll_netsuite_table(integration_id, connection_id, flow, table)
+            for table, fed in polled_tables(flows).items():
+                await self.poll_netsuite_table(integration_id, connection_id, fed, table)
 
     async def poll_netsuite_table(
-        self, integration_id: int, connection_id: int, flow: str, table: str
+        self, integration_id: int, connection_id: int, flows: list[str], table: str
     ) -> int:
-        """Enqueue a job for each row of `table` modified since the watermark; returns how many.
+        """Enqueue a job per flow for each row of `table` modified since the watermark; returns how many.
 
         The first poll only sets the watermark (a backfill, not the poll, syncs what already exists).
         Each poll re-reads an overlap window, because NetSuite does not say which time zone
@@ -167,7 +166,7 @@ class ScheduledWork:
         rows = [row async for row in client.scan(columns, table, where=where)]
         newest = max((str(r.get("modified") or "") for r in rows), key=_instant, default=since)
         return await to_thread.run_sync(
-            self._enqueue_polled, integration_id, flow, name, rows, max(newest, since)
+            self._enqueue_polled, integration_id, flows, name, rows, max(newest, since)
         )
 
     async def retention(self) -> None:
@@ -224,31 +223,32 @@ class ScheduledWork:
             session.add(mark)
 
     def _enqueue_polled(
-        self, integration_id: int, flow: str, name: str, rows: list[dict[str, object]], newest: str
+        self, integration_id: int, flows: list[str], name: str, rows: list[dict[str, object]], newest: str
     ) -> int:
         with session_scope(self.engine, write=True) as session:
             waiting = session.exec(
-                select(Job.payload).where(
+                select(Job.flow, Job.payload).where(
                     col(Job.integration_id) == integration_id,
-                    col(Job.flow) == flow,
+                    col(Job.flow).in_(flows),
                     col(Job.status) == JobStatus.QUEUED,
                 )
             ).all()
-            queued = {str((payload or {}).get("id")) for payload in waiting}
+            queued = {(flow, str((payload or {}).get("id"))) for flow, payload in waiting}
             added = 0
             for row in rows:
                 record_id = str(row.get("id"))
-                if record_id in queued:
-                    continue
-                queue.enqueue(
-                    session,
-                    integration_id=integration_id,
-                    flow=flow,
-                    payload={"id": record_id},
-                    kind=JobKind.POLL,
-                )
-                queued.add(record_id)
-                added += 1
+                for flow in flows:
+                    if (flow, record_id) in queued:
+                        continue
+                    queue.enqueue(
+                        session,
+                        integration_id=integration_id,
+                        flow=flow,
+                        payload={"id": record_id},
+                        kind=JobKind.POLL,
+                    )
+                    queued.add((flow, record_id))
+                    added += 1
             mark = session.exec(
                 select(Watermark).where(
                     col(Watermark.integration_id) == integration_id, col(Watermark.name) == name
@@ -258,7 +258,13 @@ class ScheduledWork:
             mark.updated_at = utcnow()
             session.add(mark)
         if added:
-            log.info("integration %s: the %s poll found %d changed records", integration_id, flow, added)
+            log.info(
+                "integration %s: the %s poll queued %d jobs (%s)",
+                integration_id,
+                name,
+                added,
+                ", ".join(flows),
+            )
         return added
 
     def _zuora_targets(self) -> list[tuple[int, int]]:
@@ -307,6 +313,17 @@ class ScheduledWork:
                 mark.value = newest
             mark.updated_at = utcnow()
             session.add(mark)
+
+
+def polled_tables(enabled: list[str]) -> dict[str, list[str]]:
+    """NetSuite table → the enabled flows its changes feed (from each flow's declared source record)."""
+    flows = registry()
+    tables: dict[str, list[str]] = {}
+    for name in enabled:
+        flow = flows.get(name)
+        if flow is not None and flow.source_system == "netsuite" and flow.source_record:
+            tables.setdefault(flow.source_record, []).append(name)
+    return tables
 
 
 def _instant(text: str) -> datetime:

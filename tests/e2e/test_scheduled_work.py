@@ -174,7 +174,7 @@ def test_the_netsuite_poll_catches_changes_the_webhook_missed(
         async def once() -> int:
             try:
                 return await work.poll_netsuite_table(
-                    stack.integration_id, netsuite_id, "customer_account", "customer"
+                    stack.integration_id, netsuite_id, ["customer_account"], "customer"
                 )
             finally:
                 await work.services.aclose()
