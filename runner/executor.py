@@ -12,17 +12,18 @@ Outcomes by reaction:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from anyio import to_thread
 
 from connectors.errors import ConnectorError, RemoteError
 from runner import backfill
-from runner.flows import Flow, FlowContext, Postpone, registry
+from runner.flows import BatchFlow, Flow, FlowContext, Postpone, WriteResult, registry
 from runner.mapping import Mapped, MappingError, apply, create_only_fields
 from runner.services import Services, current_trail
 from storage import audit, crud, queue
@@ -36,78 +37,159 @@ async def execute(services: Services, job: Job, *, worker: str) -> str:
     if job.kind == JobKind.BACKFILL:
         # A backfill pages through the source and queues sync jobs; it is audited by the jobs it queues.
         return await backfill.execute(services, job, worker=worker)
-    flows = registry()
-    flow = flows.get(job.flow)
+    flow = registry().get(job.flow)
     trail: list[Any] = []
     token = current_trail.set(trail)
-    started = datetime.now(UTC)
-    record = AuditRecord(
+    record = _new_record(job, flow)
+    error: Exception | None = None
+    try:
+        if flow is None:
+            raise MappingError("flow", f"unknown flow {job.flow!r}")
+        integration = await _integration(services, job)
+        ctx = await flow_context(services, integration, flow, worker=f"job:{job.id}")
+        mapped = await _prepare(services, job, flow, record, ctx)
+        _record_write(record, await flow.write(ctx, record.source_id, mapped))
+    except Exception as exc:
+        error = exc
+    finally:
+        current_trail.reset(token)
+    settle = _judge(services, job, record, error, worker=worker)
+    # The audit record is written before the job changes state: a crash in between re-runs the job
+    # (its writes are idempotent) rather than leaving a finished job without its audit trail.
+    await to_thread.run_sync(partial(audit.write_record, services.engine, record, trail))
+    await to_thread.run_sync(settle)
+    _finished(services, job, record, len(trail))
+    return record.outcome
+
+
+async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> list[str]:
+    """Run jobs of one integration's batch flow together: each record fetched and mapped on its own
+    (with its own trail), then one `write_batch` call for every record that mapped, then per-record
+    audit and outcome. A record that fails to fetch, map or write fails alone; the batch goes on."""
+    flow = cast(BatchFlow, registry()[jobs[0].flow])
+    records = [_new_record(job, flow) for job in jobs]
+    trails: list[list[Any]] = [[] for _ in jobs]
+    errors: list[Exception | None] = [None] * len(jobs)
+    try:
+        integration = await _integration(services, jobs[0])
+        ctx = await flow_context(services, integration, flow, worker=f"batch:{jobs[0].id}")
+    except Exception as exc:
+        errors = [exc] * len(jobs)
+    else:
+
+        async def prepare(index: int) -> Mapped | None:
+            token = current_trail.set(trails[index])
+            try:
+                return await _prepare(services, jobs[index], flow, records[index], ctx)
+            except Exception as exc:
+                errors[index] = exc
+                return None
+            finally:
+                current_trail.reset(token)
+
+        mapped = await asyncio.gather(*(prepare(i) for i in range(len(jobs))))
+        ready = [(i, m) for i, m in enumerate(mapped) if m is not None]
+        shared: list[Any] = []
+        token = current_trail.set(shared)
+        try:
+            results: list[WriteResult | Exception] = await flow.write_batch(
+                ctx, [(records[i].source_id, m) for i, m in ready]
+            )
+        except Exception as exc:
+            results = [exc] * len(ready)
+        finally:
+            current_trail.reset(token)
+        for (i, _), result in zip(ready, results, strict=True):
+            trails[i].extend(shared)  # the batch call's attempts belong to every record in it
+            if isinstance(result, Exception):
+                errors[i] = result
+            else:
+                _record_write(records[i], result)
+    settles = [
+        _judge(services, job, record, error, worker=worker)
+        for job, record, error in zip(jobs, records, errors, strict=True)
+    ]
+    items = list(zip(records, trails, strict=True))
+    await to_thread.run_sync(partial(audit.write_records, services.engine, items))
+    for settle in settles:
+        await to_thread.run_sync(settle)
+    for job, record, trail in zip(jobs, records, trails, strict=True):
+        _finished(services, job, record, len(trail))
+    return [record.outcome for record in records]
+
+
+def _new_record(job: Job, flow: Flow | None) -> AuditRecord:
+    return AuditRecord(
         job_id=job.id,
         integration_id=job.integration_id,
         flow=job.flow,
         source_system=flow.source_system if flow else "",
         source_id=str(job.payload.get("id", "")),
         target_system=flow.target_system if flow else "",
-        started_at=started,
+        started_at=datetime.now(UTC),
     )
-    # The audit record is written before the job changes state: a crash in between re-runs the job
-    # (its writes are idempotent) rather than leaving a finished job without its audit trail.
-    settle: Callable[[], object]
-    try:
-        if flow is None:
-            raise MappingError("flow", f"unknown flow {job.flow!r}")
-        await _run(services, job, flow, record, worker)
+
+
+def _record_write(record: AuditRecord, result: WriteResult) -> None:
+    record.target_id = result.target_id
+    record.action = result.action
+    record.response = result.response
+
+
+def _judge(
+    services: Services, job: Job, record: AuditRecord, error: Exception | None, *, worker: str
+) -> Callable[[], object]:
+    """Set the record's outcome from the job's error (None: success); returns how to settle the job."""
+    record.finished_at = datetime.now(UTC)
+    engine = services.engine
+    if error is None:
         record.outcome = Outcome.SUCCEEDED
-        settle = partial(queue.finish, services.engine, job, worker=worker)
-    except Postpone as exc:
+        return partial(queue.finish, engine, job, worker=worker)
+    record.error_message = str(error)
+    if isinstance(error, Postpone):
         record.outcome = Outcome.RETRYING
         record.error_class = "transient"
-        record.error_message = str(exc)
-        settle = partial(
-            queue.postpone, services.engine, job, worker=worker, delay=exc.delay, reason=str(exc)
-        )
-    except (MappingError, RemoteError) as exc:
+        return partial(queue.postpone, engine, job, worker=worker, delay=error.delay, reason=str(error))
+    if isinstance(error, (MappingError, RemoteError)):
         record.outcome = Outcome.FAILED
-        record.error_class = "config" if isinstance(exc, MappingError) else "remote"
-        record.error_message = str(exc)
-        settle = partial(queue.fail, services.engine, job, worker=worker, error=str(exc))
-    except ConnectorError as exc:
-        record.error_class = exc.reaction
-        record.error_message = str(exc)
-        record.outcome = Outcome.FAILED if job.attempts >= job.max_attempts else Outcome.RETRYING
-        settle = partial(
-            queue.retry_later, services.engine, job, worker=worker, error=str(exc), delay=exc.retry_after
+        record.error_class = "config" if isinstance(error, MappingError) else "remote"
+        return partial(queue.fail, engine, job, worker=worker, error=str(error))
+    record.outcome = Outcome.FAILED if job.attempts >= job.max_attempts else Outcome.RETRYING
+    if isinstance(error, ConnectorError):
+        record.error_class = error.reaction
+        return partial(
+            queue.retry_later, engine, job, worker=worker, error=str(error), delay=error.retry_after
         )
-    except Exception as exc:
-        log.exception("job %s (%s) hit a bug", job.id, job.flow)
-        record.error_class = "bug"
-        record.error_message = f"{type(exc).__name__}: {exc}"
-        record.outcome = Outcome.FAILED if job.attempts >= job.max_attempts else Outcome.RETRYING
-        settle = partial(queue.retry_later, services.engine, job, worker=worker, error=record.error_message)
-    finally:
-        current_trail.reset(token)
-    record.finished_at = datetime.now(UTC)
-    await to_thread.run_sync(partial(audit.write_record, services.engine, record, trail))
-    await to_thread.run_sync(settle)
-    _log_outcome(job, record, len(trail))
-    if services.on_job is not None:
+    log.error("job %s (%s) hit a bug", job.id, job.flow, exc_info=error)
+    record.error_class = "bug"
+    record.error_message = f"{type(error).__name__}: {error}"
+    return partial(queue.retry_later, engine, job, worker=worker, error=record.error_message)
+
+
+def _finished(services: Services, job: Job, record: AuditRecord, attempts: int) -> None:
+    _log_outcome(job, record, attempts)
+    if services.on_job is not None and record.finished_at is not None:
         services.on_job(job.flow, record.outcome, (record.finished_at - record.started_at).total_seconds())
-    return record.outcome
 
 
-async def _run(services: Services, job: Job, flow: Flow, record: AuditRecord, worker: str) -> None:
+async def _integration(services: Services, job: Job) -> Integration:
     integration = await services.integration(job.integration_id)
     if integration is None:
         raise MappingError("integration", f"integration {job.integration_id} no longer exists")
-    ctx = await flow_context(services, integration, flow, worker=f"job:{job.id}")
+    return integration
+
+
+async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord, ctx: FlowContext) -> Mapped:
+    """The payload to write for `job`: fetched and mapped, or taken from the audit record it replays."""
     source_id = flow.source_id(job.payload)
     record.source_id = source_id
+    integration_id = ctx.integration.id or 0
     replayed = await _original(services, job)
     if replayed is not None:
         record.replay_of = replayed.id
     if replayed is not None and not job.payload.get("refetch") and job.payload.get("mode") == "payload":
         # Re-send what was sent, with the create-only fields of the mapping version that produced it.
-        spec = await _spec(services, integration.id or 0, flow, replayed.mapping_version or 0)
+        spec = await _spec(services, integration_id, flow, replayed.mapping_version or 0)
         record.source_snapshot = replayed.source_snapshot
         record.mapping_version = replayed.mapping_version
         mapped = Mapped(payload=dict(replayed.payload or {}), create_only=create_only_fields(spec))
@@ -118,16 +200,13 @@ async def _run(services: Services, job: Job, flow: Flow, record: AuditRecord, wo
             snapshot = await flow.fetch(ctx, source_id)
         record.source_snapshot = snapshot
         mapping = await to_thread.run_sync(
-            partial(crud.active_mapping, services.engine, integration_id=integration.id or 0, flow=flow.name)
+            partial(crud.active_mapping, services.engine, integration_id=integration_id, flow=flow.name)
         )
         spec = mapping.spec if mapping is not None else flow.default_mapping
         record.mapping_version = mapping.version if mapping is not None else 0
         mapped = apply(spec, snapshot)
     record.payload = mapped.payload
-    result = await flow.write(ctx, source_id, mapped)
-    record.target_id = result.target_id
-    record.action = result.action
-    record.response = result.response
+    return mapped
 
 
 async def flow_context(

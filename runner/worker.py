@@ -17,10 +17,11 @@ from functools import partial
 
 from anyio import to_thread
 
-from runner.executor import execute
+from runner.executor import execute, execute_batch
+from runner.flows import registry
 from runner.services import Services
 from storage import queue
-from storage.models import Job
+from storage.models import Job, JobKind
 
 log = logging.getLogger("ml_connector.worker")
 
@@ -75,16 +76,18 @@ class WorkerPool:
                     )
                 except Exception:
                     log.exception("claiming jobs failed; trying again in %.1fs", self.idle_wait)
-            for job in jobs:
-                if self._lanes.get(job.integration_id, 0) >= self.lane_cap(job.integration_id):
-                    # The batch overfilled this lane: hand the job back at once, attempt unspent.
-                    # Its place in the queue (run_after) is kept, so it is first in line once the lane frees.
-                    await to_thread.run_sync(
-                        partial(queue.hand_back, self.services.engine, job, worker=self.name)
-                    )
+            for group in await self._grouped(jobs):
+                lead = group[0]
+                if self._lanes.get(lead.integration_id, 0) >= self.lane_cap(lead.integration_id):
+                    # The claim overfilled this lane: hand the jobs back at once, attempts unspent.
+                    # Their place in the queue (run_after) is kept, so they are first once the lane frees.
+                    for job in group:
+                        await to_thread.run_sync(
+                            partial(queue.hand_back, self.services.engine, job, worker=self.name)
+                        )
                     continue
-                self._lanes[job.integration_id] = self._lanes.get(job.integration_id, 0) + 1
-                task = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
+                self._lanes[lead.integration_id] = self._lanes.get(lead.integration_id, 0) + 1
+                task = asyncio.create_task(self._run_group(group), name=f"job-{lead.id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             if len(self._running) >= self.concurrency:
@@ -108,24 +111,68 @@ class WorkerPool:
             for task in pending:
                 task.cancel()
 
-    async def _run_one(self, job: Job) -> None:
-        keeper = asyncio.create_task(self._keep_lease(job))
+    async def _grouped(self, jobs: list[Job]) -> list[list[Job]]:
+        """The claimed jobs as units of work: one job each, except that jobs of a batch flow (Zoho takes
+        100 records a call) are grouped per integration and flow and topped up to a full batch from
+        the queue, so a backlog goes out in full batches."""
+        flows = registry()
+        units: list[list[Job]] = []
+        batches: dict[tuple[int, str], list[Job]] = {}
+        for job in jobs:
+            if _batched(job):
+                batches.setdefault((job.integration_id, job.flow), []).append(job)
+            else:
+                units.append([job])
+        for (integration_id, name), group in batches.items():
+            size = flows[name].batch_size
+            chunks = [group[i : i + size] for i in range(0, len(group), size)]
+            last = chunks[-1]
+            if len(last) < size and self._lanes.get(integration_id, 0) + len(chunks) <= self.lane_cap(
+                integration_id
+            ):
+                last += await to_thread.run_sync(
+                    partial(
+                        queue.claim_batch,
+                        self.services.engine,
+                        worker=self.name,
+                        integration_id=integration_id,
+                        flow=name,
+                        limit=size - len(last),
+                        lease=self.lease,
+                    )
+                )
+            units.extend(chunks)
+        return units
+
+    async def _run_group(self, jobs: list[Job]) -> None:
+        keeper = asyncio.create_task(self._keep_leases(jobs))
         try:
-            await execute(self.services, job, worker=self.name)
-            self.completed += 1
+            if _batched(jobs[0]):
+                await execute_batch(self.services, jobs, worker=self.name)
+            else:
+                await execute(self.services, jobs[0], worker=self.name)
+            self.completed += len(jobs)
         except Exception:
-            log.exception("job %s crashed outside its own error handling", job.id)
+            log.exception("jobs %s crashed outside their own error handling", [job.id for job in jobs])
         finally:
             keeper.cancel()
-            self._lanes[job.integration_id] -= 1
+            self._lanes[jobs[0].integration_id] -= 1
             self._wake.set()  # a lane slot freed: jobs skipped for a full lane may now be claimed
 
-    async def _keep_lease(self, job: Job) -> None:
+    async def _keep_leases(self, jobs: list[Job]) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            ours = await to_thread.run_sync(
-                partial(queue.extend_lease, self.services.engine, job, worker=self.name, lease=self.lease)
+            lost = await to_thread.run_sync(
+                partial(queue.extend_leases, self.services.engine, jobs, worker=self.name, lease=self.lease)
             )
-            if not ours:
+            for job in lost:
                 log.warning("job %s: lease lost to another runner", job.id)
+            jobs = [job for job in jobs if job not in lost]
+            if not jobs:
                 return
+
+
+def _batched(job: Job) -> bool:
+    """Whether `job` runs in a batch: a sync of a flow that writes many records a call."""
+    flow = registry().get(job.flow)
+    return flow is not None and flow.batch_size > 1 and job.kind != JobKind.BACKFILL

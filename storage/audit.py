@@ -28,26 +28,35 @@ class AttemptLike(Protocol):
 
 def write_record(engine: Engine, record: AuditRecord, attempts: Iterable[AttemptLike]) -> AuditRecord:
     """Insert `record` and its attempts in one transaction; returns the record with its id."""
-    with session_scope(engine) as session:
-        session.add(record)
-        session.flush()
-        assert record.id is not None
-        for seq, attempt in enumerate(attempts, start=1):
-            session.add(
-                AuditAttempt(
-                    audit_record_id=record.id,
-                    seq=seq,
-                    system=attempt.system,
-                    method=attempt.method,
-                    url=attempt.url,
-                    status=attempt.status,
-                    duration_ms=round(attempt.duration_ms, 3),
-                    response_excerpt=attempt.response_excerpt,
-                    error=attempt.error,
-                    at=attempt.at,
-                )
-            )
+    write_records(engine, [(record, attempts)])
     return record
+
+
+def write_records(engine: Engine, items: Iterable[tuple[AuditRecord, Iterable[AttemptLike]]]) -> None:
+    """Insert several records with their attempts in one transaction (a batch's per-record outcomes)."""
+    with session_scope(engine) as session:
+        pending = []
+        for record, attempts in items:
+            session.add(record)
+            pending.append((record, attempts))
+        session.flush()
+        for record, attempts in pending:
+            assert record.id is not None
+            for seq, attempt in enumerate(attempts, start=1):
+                session.add(
+                    AuditAttempt(
+                        audit_record_id=record.id,
+                        seq=seq,
+                        system=attempt.system,
+                        method=attempt.method,
+                        url=attempt.url,
+                        status=attempt.status,
+                        duration_ms=round(attempt.duration_ms, 3),
+                        response_excerpt=attempt.response_excerpt,
+                        error=attempt.error,
+                        at=attempt.at,
+                    )
+                )
 
 
 @dataclass(frozen=True)

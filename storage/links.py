@@ -140,3 +140,59 @@ def find(engine: Engine, *, integration_id: int, flow: str, source_id: str) -> L
                 col(Link.source_id) == source_id,
             )
         ).first()
+
+
+def record_targets(
+    engine: Engine,
+    *,
+    integration_id: int,
+    flow: str,
+    source_system: str,
+    target_system: str,
+    targets: dict[str, tuple[str, str | None]],
+) -> None:
+    """Store source id → (target id, payload hash) for many records in one transaction: the links of a
+    batch written with a destination-side upsert key (Zoho's NetSuite_Id), which needs no create claim."""
+    if not targets:
+        return
+    now = utcnow()
+    with session_scope(engine, write=True) as session:
+        existing = {
+            link.source_id: link
+            for link in session.exec(
+                select(Link).where(
+                    col(Link.integration_id) == integration_id,
+                    col(Link.flow) == flow,
+                    col(Link.source_id).in_(list(targets)),
+                )
+            )
+        }
+        for source_id, (target_id, payload_hash) in targets.items():
+            link = existing.get(source_id) or Link(
+                integration_id=integration_id,
+                flow=flow,
+                source_system=source_system,
+                source_id=source_id,
+                target_system=target_system,
+                idempotency_key=uuid.uuid4().hex,
+            )
+            link.target_id = target_id
+            link.payload_hash = payload_hash
+            link.updated_at = now
+            session.add(link)
+
+
+def targets_of(engine: Engine, *, integration_id: int, flow: str, source_ids: list[str]) -> dict[str, str]:
+    """Source id → target id for the linked ones among `source_ids`."""
+    if not source_ids:
+        return {}
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Link.source_id, Link.target_id).where(
+                col(Link.integration_id) == integration_id,
+                col(Link.flow) == flow,
+                col(Link.source_id).in_(source_ids),
+                col(Link.target_id).is_not(None),
+            )
+        ).all()
+    return {source: str(target) for source, target in rows}

@@ -74,6 +74,15 @@ class Flow(Protocol):
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult: ...
 
 
+class BatchFlow(Flow, Protocol):
+    """A flow whose target takes many records a call: `write_batch` writes the mapped records in one go
+    and answers one WriteResult, or the exception that record failed with, per item, in input order."""
+
+    async def write_batch(
+        self, ctx: FlowContext, items: list[tuple[str, Mapped]]
+    ) -> list[WriteResult | Exception]: ...
+
+
 # Every flow module; each defines FLOWS, a list of flow instances.
 FLOW_MODULES = (
     "runner.flows.customer_account",
