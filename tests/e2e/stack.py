@@ -29,9 +29,16 @@ from tests.support.live import serve
 
 
 def create_customer_via_api(
-    netsuite_url: str, *, client_id: str, certificate_id: str, private_key: str, fields: dict[str, Any]
+    netsuite_url: str,
+    *,
+    client_id: str,
+    certificate_id: str,
+    private_key: str,
+    fields: dict[str, Any],
+    record_type: str = "customer",
 ) -> str:
-    """POST a customer to NetSuite's record API with an OAuth 2.0 M2M token; returns its internal id."""
+    """POST a record (a customer unless told) to NetSuite's record API with an OAuth 2.0 M2M token;
+    returns its internal id."""
 
     async def create() -> str:
         async with httpx2.AsyncClient() as http:
@@ -43,7 +50,7 @@ def create_customer_via_api(
                 certificate_id=certificate_id,
                 private_key=private_key,
             )
-            return await client.create_record("customer", fields)
+            return await client.create_record(record_type, fields)
 
     return asyncio.run(create())
 
@@ -110,6 +117,10 @@ class Stack:
 
     def create_customer(self, fields: dict[str, Any]) -> str:
         """Create a customer through the NetSuite emulator's record API, as a NetSuite user would."""
+        return self.create_record("customer", fields)
+
+    def create_record(self, record_type: str, fields: dict[str, Any]) -> str:
+        """Create a record through the NetSuite emulator's record API (its User Event script fires)."""
         c = self.credentials
         return create_customer_via_api(
             c.netsuite_url,
@@ -117,6 +128,7 @@ class Stack:
             certificate_id=c.netsuite_certificate_id,
             private_key=c.netsuite_private_key,
             fields=fields,
+            record_type=record_type,
         )
 
     def zuora_accounts(self, crm_id: str) -> list[dict[str, Any]]:
