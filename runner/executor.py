@@ -24,9 +24,9 @@ from anyio import to_thread
 from connectors.errors import ConnectorError, RemoteError
 from runner import backfill
 from runner.flows import BatchFlow, Flow, FlowContext, Postpone, WriteResult, registry
-from runner.mapping import Mapped, MappingError, apply, create_only_fields
+from runner.mapping import Mapped, MappingError, apply, create_only_fields, flows_back_fields
 from runner.services import Services, current_trail
-from storage import audit, crud, queue
+from storage import audit, crud, lookups, queue
 from storage.models import AuditRecord, Integration, Job, JobKind, Outcome
 
 log = logging.getLogger("ml_connector.jobs")
@@ -192,7 +192,11 @@ async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord
         spec = await _spec(services, integration_id, flow, replayed.mapping_version or 0)
         record.source_snapshot = replayed.source_snapshot
         record.mapping_version = replayed.mapping_version
-        mapped = Mapped(payload=dict(replayed.payload or {}), create_only=create_only_fields(spec))
+        mapped = Mapped(
+            payload=dict(replayed.payload or {}),
+            create_only=create_only_fields(spec),
+            flows_back=flows_back_fields(spec),
+        )
     else:
         if replayed is not None and not job.payload.get("refetch"):
             snapshot = dict(replayed.source_snapshot or {})  # remap: never re-fetch unless asked
@@ -204,7 +208,7 @@ async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord
         )
         spec = mapping.spec if mapping is not None else flow.default_mapping
         record.mapping_version = mapping.version if mapping is not None else 0
-        mapped = apply(spec, snapshot)
+        mapped = apply(spec, snapshot, lookups=ctx.lookups)
     record.payload = mapped.payload
     return mapped
 
@@ -229,12 +233,16 @@ async def flow_context(
             f"flow {flow.name} needs a {' and a '.join(missing)} connection; this integration pairs "
             f"{' and '.join(sorted(clients))}: disable the flow or pair the right systems",
         )
+    tables = await to_thread.run_sync(
+        partial(lookups.lookups_for, services.engine, integration_id=integration.id or 0)
+    )
     return FlowContext(
         engine=services.engine,
         integration=integration,
         source=clients[flow.source_system],
         target=clients[flow.target_system],
         worker=worker,
+        lookups=tables,
     )
 
 

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from connectors.errors import ConnectorError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.zuora.client import ZuoraClient
-from runner import channels
+from runner import channels, zoho_poll
 from runner.flows import registry
 from runner.services import Services
 from runner.worker import WorkerPool
@@ -64,6 +64,7 @@ class ScheduledWork:
             ("payments-pull", self.pull_payments, s.payments_interval),
             ("netsuite-poll", self.poll_netsuite, s.netsuite_poll_interval),
             ("zoho-channels", self.keep_channels_alive, s.channel_check_interval),
+            ("zoho-poll", partial(zoho_poll.poll, self.services), s.netsuite_poll_interval),
             ("retention", self.retention, 3600.0),
         ):
             scheduler.add_job(

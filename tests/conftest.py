@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,9 @@ def require_postgres() -> Engine:
     return admin
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create an empty PostgreSQL database, yield its URL, drop it after."""
     admin = require_postgres()
     name = f"mlc_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
@@ -60,7 +61,37 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@contextmanager
+def migrated_engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def quick_settings(data_dir: Path) -> Settings:
+    """Settings for a test: sandbox mode (loopback emulators allowed), quick polling, a temp data dir."""
+    return Settings.model_validate(
+        {
+            "ML_CONNECTOR_DATA_DIR": str(data_dir),
+            "ML_CONNECTOR_SANDBOX": True,
+            "ML_CONNECTOR_POLL_INTERVAL": 0.5,
+            "ML_CONNECTOR_WORKERS": 4,
+        }
+    )
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test using this runs twice: on a SQLite file and on PostgreSQL."""
     if request.param == "sqlite":
@@ -72,10 +103,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """A migrated engine on the parametrized database."""
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+    with migrated_engine(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -85,12 +114,29 @@ def vault() -> Vault:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings for a test: sandbox mode (loopback emulators allowed), quick polling, a temp data dir."""
-    return Settings.model_validate(
-        {
-            "ML_CONNECTOR_DATA_DIR": str(tmp_path),
-            "ML_CONNECTOR_SANDBOX": True,
-            "ML_CONNECTOR_POLL_INTERVAL": 0.5,
-            "ML_CONNECTOR_WORKERS": 4,
-        }
-    )
+    return quick_settings(tmp_path)
+
+
+# Module-scoped twins, for tables of cases that leave no state behind (webhook refusals): one database,
+# vault and settings per module and database kind instead of one per case.
+@pytest.fixture(scope="module", params=DATABASES)
+def module_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ml-connector.db'}"
+        with migrated_engine(url) as engine:
+            yield engine
+    else:
+        with fresh_postgres_database() as url, migrated_engine(url) as engine:
+            yield engine
+
+
+@pytest.fixture(scope="module")
+def module_vault() -> Vault:
+    return Vault([Fernet.generate_key()])
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return quick_settings(tmp_path_factory.mktemp("data"))

@@ -292,6 +292,10 @@ class NetSuiteClient(ApiClient):
         response = await self.request("PUT", f"{RECORD_PATH}/{record_type}/eid:{external_id}", json=body)
         return _id_from_location(response, fallback=f"eid:{external_id}")
 
+    async def update_record(self, record_type: str, record_id: str, body: dict[str, Any]) -> None:
+        """PATCH the fields in `body` onto one record; fields left out keep their values (204 back)."""
+        await self.request("PATCH", f"{RECORD_PATH}/{record_type}/{record_id}", json=body)
+
     async def create_record(self, record_type: str, body: dict[str, Any]) -> str:
         """POST a new record; NetSuite answers 204 with the new record's URL in Location."""
         response = await self.request("POST", f"{RECORD_PATH}/{record_type}", json=body)

@@ -90,6 +90,9 @@ _KNOWN_FIELDS = (
 KNOWN_FIELDS = _KNOWN_FIELDS.split()
 READ_ONLY_FIELDS = frozenset({"id", "links", "datecreated", "createddate", "lastmodifieddate", "total"})
 # Which record type a reference field points at, for the `links` of a `{links, id, refName}` object.
+# The record types our User Event script is deployed on (connectors/netsuite/suitescript/INSTALL.md);
+# writes to other types (the custom records the subscription flow upserts) fire no webhook.
+SCRIPTED_TYPES = frozenset({"customer", "vendor", "contact", "invoice"})
 REFERENCE_TYPES = {"parent": "customer", "company": "customer", "entity": "customer", "terms": "term"}
 # refName of the currencies a US account starts with (ids UNCONFIRMED; notes §3 shows 1 = USD).
 CURRENCIES = {"1": "USD", "2": "GBP", "3": "CAD", "4": "EUR"}
@@ -412,6 +415,8 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
 
     def _notify(self, record_type: str, record_id: str, event: str) -> None:
         # afterSubmit fires once and N/https does not retry, so neither does the outbox (notes §6).
+        if record_type not in SCRIPTED_TYPES:
+            return  # the User Event script is deployed on these record types only
         with self.lock:
             hooks = list(self.webhooks)
         body = {"recordType": record_type, "id": record_id, "eventType": event}

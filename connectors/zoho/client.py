@@ -3,6 +3,8 @@ the token response names (shared/api/zoho.md §0, §1)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx2
@@ -13,6 +15,8 @@ from connectors.http import ApiClient
 
 API_VERSION = "v8"
 BATCH_LIMIT = 100  # records per insert/upsert call
+PAGE_SIZE = 200  # records per list page, Zoho's maximum (shared/api/zoho.md §2d)
+MAX_PAGES = 1000  # pages one listing may read before we call it a loop rather than a long list
 
 
 async def exchange_grant_code(
@@ -165,8 +169,17 @@ class ZohoClient(ApiClient):
         return list(_json(response).get("watch") or [])
 
     async def list_watches(self) -> list[dict[str, Any]]:
-        response = await self.request("GET", f"/crm/{API_VERSION}/actions/watch")
-        return list(_json(response).get("watch") or [])
+        """Every live channel entry, one per (channel_id, module), all pages (GET /actions/watch, §3c).
+        Nothing subscribed is a 204, read as an empty list."""
+        entries: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            params = {"page": page, "per_page": PAGE_SIZE}
+            response = await self.request("GET", f"/crm/{API_VERSION}/actions/watch", params=params)
+            body = _json(response)
+            entries += list(body.get("watch") or [])
+            if not (body.get("info") or {}).get("more_records"):
+                return entries
+        raise RemoteError(f"the channel list ran past {MAX_PAGES} pages", system=self.system)
 
     async def disable_watch(self, channel_ids: list[str]) -> list[dict[str, Any]]:
         response = await self.request(
@@ -175,9 +188,46 @@ class ZohoClient(ApiClient):
         return list(_json(response).get("watch") or [])
 
     async def get_record(self, module: str, record_id: str) -> dict[str, Any] | None:
+        """One full record by id; None when Zoho has no such record (it answers 204, no body)."""
         response = await self.request("GET", f"/crm/{API_VERSION}/{module}/{record_id}")
         data = _json(response).get("data") or []
         return data[0] if data else None
+
+    async def modified_since(
+        self, module: str, since: datetime, *, fields: list[str], per_page: int = PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Records of `module` modified after `since` (an aware datetime), oldest change first.
+
+        `GET /crm/v8/{module}` with the `If-Modified-Since` header, sorted by Modified_Time (shared/api/
+        zoho.md §2d): 304 (nothing changed since) and 204 (no records) end the listing at once. Pages
+        follow `info.next_page_token` when Zoho gives one (it must past 2,000 records) and `page` numbers
+        otherwise; a repeated token, or more than MAX_PAGES pages, raises rather than loops.
+        """
+        headers = {"If-Modified-Since": since.isoformat(timespec="seconds")}
+        base = {"fields": ",".join(dict.fromkeys(["id", *fields])), "per_page": per_page}
+        base |= {"sort_by": "Modified_Time", "sort_order": "asc"}
+        page, token, tokens = 1, "", set()
+        for _ in range(MAX_PAGES):
+            params = {**base, **({"page_token": token} if token else {"page": page})}
+            response = await self.request(
+                "GET", f"/crm/{API_VERSION}/{module}", params=params, headers=headers
+            )
+            if response.status_code in (204, 304):
+                return
+            body = _json(response)
+            for record in body.get("data") or []:
+                yield record
+            info = body.get("info") or {}
+            if not info.get("more_records"):
+                return
+            token = str(info.get("next_page_token") or "")
+            if token in tokens:
+                raise RemoteError(f"Zoho repeated page token {token!r} listing {module}", system=self.system)
+            if token:
+                tokens.add(token)
+            else:
+                page += 1
+        raise RemoteError(f"listing {module} ran past {MAX_PAGES} pages", system=self.system)
 
 
 def _json(response: httpx2.Response) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The Zuora REST client: OAuth client credentials, accounts, lookups by NetSuite id, Idempotency-Key.
+"""The Zuora REST client: OAuth client credentials, accounts, lookups by NetSuite id, standalone
+invoices, Idempotency-Key.
 
 Zuora answers many errors with HTTP 200 and `{"success": false, "reasons": [{code, message}]}`; the
 last two digits of a code are its category (shared/api/zuora.md §8), which decides the reaction.
@@ -153,21 +154,34 @@ class ZuoraClient(ApiClient):
             path += f"/versions/{version}"
         return _json(await self.request("GET", path))
 
+    async def account_invoices(self, account_key: str) -> AsyncIterator[dict[str, Any]]:
+        """Every invoice of an account, newest updatedDate first (GET /v1/transactions/invoices/accounts/
+        {key}, the older API): `id`, `invoiceNumber`, `invoiceDate`, `dueDate`, `amount`, `balance`,
+        `status`; custom fields only through `get_invoice`."""
+        async for invoice in self._pages(
+            f"/v1/transactions/invoices/accounts/{account_key}", "invoices", {"pageSize": PAGE_SIZE}
+        ):
+            yield invoice
+
     async def payments(self, **filters: str) -> AsyncIterator[dict[str, Any]]:
-        """Every payment matching `filters` (accountId, status, updatedDate, ...), following nextPage
-        (a full URL) until Zuora stops sending one; read only, never written back."""
-        params: dict[str, Any] | None = {"pageSize": PAGE_SIZE, **filters}
-        path = "/v1/payments"
+        """Every payment matching `filters` (accountId, status, updatedDate, ...); read only, never
+        written back."""
+        async for payment in self._pages("/v1/payments", "payments", {"pageSize": PAGE_SIZE, **filters}):
+            yield payment
+
+    async def _pages(self, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The `key` rows of a v1 list, following nextPage (a full URL) until Zuora stops sending one."""
+        query: dict[str, Any] | None = params
         seen: set[str] = set()
         while path:
-            body = _json(await self.request("GET", path, params=params))
-            for payment in body.get("payments") or []:
-                yield payment
+            body = _json(await self.request("GET", path, params=query))
+            for row in body.get(key) or []:
+                yield row
             next_page = body.get("nextPage")
             if not next_page or next_page in seen:  # a paginator that refuses to loop
                 return
             seen.add(next_page)
-            path, params = next_page, None
+            path, query = next_page, None
 
 
 def _json(response: httpx2.Response) -> dict[str, Any]:

@@ -225,8 +225,14 @@ class Accounts:
     def object_query(self, filters: list[str], size: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Rows matching every `field.OP:value` filter (ANDed, case-insensitive), from `offset`."""
         parsed = [self._parse_filter(f) for f in filters]
+        # Narrow by crmId on the raw accounts first: the connector looks accounts up by crmId before
+        # every create, and building a query row for every account made that cost grow with the tenant.
+        crm_ids = [value for name, op, value in parsed if name == "crmid" and op == "EQ"]
         with self.owner.lock:
-            rows = [self.query_row(a) for a in self._accounts.values()]
+            accounts = list(self._accounts.values())
+            if crm_ids:
+                accounts = [a for a in accounts if _filter_match(a.get("crmId"), "EQ", crm_ids[0])]
+            rows = [self.query_row(a) for a in accounts]
         rows = [r for r in rows if all(_filter_match(r.get(name), op, value) for name, op, value in parsed)]
         return rows[offset : offset + size], len(rows)
 

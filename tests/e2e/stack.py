@@ -136,8 +136,13 @@ class Stack:
 
 
 @contextmanager
-def running_stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[Stack]:
-    """Emulators, the demo workspace wired to them, and the runner, all served on loopback."""
+def running_stack(
+    engine: Engine, vault: Vault, settings: Settings, *, zoho_webhook: bool = False
+) -> Iterator[Stack]:
+    """Emulators, the demo workspace wired to them, and the runner, all served on loopback.
+
+    NetSuite's User Event script posts to the NetSuite ↔ Zuora integration; with `zoho_webhook` it
+    also posts to the NetSuite ↔ Zoho CRM one (tests of one flow need not see the other's jobs)."""
     sandbox, sockets = build("127.0.0.1", {"netsuite": 0, "zuora": 0, "zoho": 0})
     with ExitStack() as stack:
         stack.enter_context(serve(sandbox.netsuite.app, sock=sockets["netsuite"]))
@@ -147,9 +152,10 @@ def running_stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[
         runner_url = stack.enter_context(serve(create_app(engine=engine, settings=settings, vault=vault)))
         webhook_url = f"{runner_url}/webhooks/netsuite/{wiring.integration_key}"
         sandbox.netsuite.add_webhook(webhook_url, wiring.netsuite_secret)
-        sandbox.netsuite.add_webhook(
-            f"{runner_url}/webhooks/netsuite/{wiring.zoho_integration_key}", wiring.zoho_netsuite_secret
-        )
+        if zoho_webhook:
+            sandbox.netsuite.add_webhook(
+                f"{runner_url}/webhooks/netsuite/{wiring.zoho_integration_key}", wiring.zoho_netsuite_secret
+            )
         yield Stack(
             netsuite=sandbox.netsuite,
             zuora=sandbox.zuora,

@@ -51,7 +51,9 @@ def test_customer_created_in_netsuite_becomes_zuora_account(stack: Stack, engine
     assert account["currency"] == "EUR"
     assert account["billToContact"]["workEmail"] == "ap@acme.test"
     records = wait_for(
-        lambda: audit.list_records(engine, filters=audit.AuditFilter(source_id=customer_id)),
+        lambda: audit.list_records(
+            engine, filters=audit.AuditFilter(source_id=customer_id, flow="customer_account")
+        ),
         what="the audit record",
     )
     record, attempts = audit.get_record(engine, records[0].id)  # type: ignore[arg-type, misc]
@@ -168,7 +170,10 @@ def test_database_holds_no_plaintext_secret_after_a_sync(
     customer_id = stack.create_customer({"companyName": "Secretive Ltd"})
     wait_for(lambda: stack.zuora_accounts(customer_id), what="the Zuora account")
     wait_for(
-        lambda: audit.list_records(engine, filters=audit.AuditFilter(source_id=customer_id)), what="audit"
+        lambda: audit.list_records(
+            engine, filters=audit.AuditFilter(source_id=customer_id, flow="customer_account")
+        ),
+        what="audit",
     )
     issued_tokens = [
         t.token for store in (stack.netsuite.tokens, stack.zuora.tokens) for t in store._tokens.values()

@@ -61,8 +61,8 @@ GOOD = b'{"recordType": "customer", "id": "1000", "eventType": "create"}'
     ],
 )
 def test_netsuite_webhook_refusals(
-    stack: Stack,
-    engine: Engine,
+    shared_stack: Stack,
+    module_engine: Engine,
     body: bytes,
     path_key: str,
     secret: str | None,
@@ -70,6 +70,7 @@ def test_netsuite_webhook_refusals(
     code: str,
     says: str,
 ) -> None:
+    stack, engine = shared_stack, module_engine
     headers = {"Content-Type": "application/json"}
     if secret is not None:
         headers["X-Webhook-Secret"] = stack.webhook_secret if secret == "ok" else secret

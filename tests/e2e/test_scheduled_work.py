@@ -136,7 +136,9 @@ def test_retention_forgets_old_payloads(
 ) -> None:
     customer = stack.create_customer({"companyName": "Old News"})
     wait_for(
-        lambda: audit.list_records(engine, filters=AuditFilter(source_id=customer)), timeout=20, what="audit"
+        lambda: audit.list_records(engine, filters=AuditFilter(source_id=customer, flow="customer_account")),
+        timeout=20,
+        what="audit",
     )
     with session_scope(engine, write=True) as session:
         for record in session.exec(select(AuditRecord)).all():

@@ -23,7 +23,7 @@ from tests.support.live import wait_for
 
 @pytest.fixture
 def stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[Stack]:
-    with running_stack(engine, vault, settings) as running:
+    with running_stack(engine, vault, settings, zoho_webhook=True) as running:
         yield running
 
 
@@ -84,6 +84,10 @@ def test_customer_vendor_and_contact_created_in_netsuite_reach_zoho_linked(
     assert zoho_vendor["Vendor_Name"] == "Parts Co" and zoho_vendor["Email"] == "ap@parts.test"
     assert zoho_contact["Last_Name"] == "Lovelace" and zoho_contact["Email"] == "ada@acme.test"
     assert zoho_contact["Account_Name"]["id"] == accounts["id"]  # linked to the account it belongs to
+    # The audit record is written after the links, so once it is there the links are too.
+    [record] = wait_for(
+        lambda: audit.list_records(engine, filters=audit.AuditFilter(flow="contact_zoho")), what="the audit"
+    )
     with Session(engine) as session:
         link_rows = session.exec(select(Link).where(col(Link.target_system) == "zoho")).all()
     assert {(link.flow, link.source_id, link.target_id) for link in link_rows} == {
@@ -91,7 +95,6 @@ def test_customer_vendor_and_contact_created_in_netsuite_reach_zoho_linked(
         ("vendor_zoho", vendor, zoho_vendor["id"]),
         ("contact_zoho", contact, zoho_contact["id"]),
     }
-    [record] = audit.list_records(engine, filters=audit.AuditFilter(flow="contact_zoho"))
     assert record.outcome == Outcome.SUCCEEDED and record.action == "create"
     assert record.target_id == zoho_contact["id"] and record.mapping_version == 0
     assert record.payload is not None and record.payload["Last_Name"] == "Lovelace"

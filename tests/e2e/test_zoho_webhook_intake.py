@@ -51,6 +51,20 @@ def channel(stack: Stack, engine: Engine, vault: Vault) -> Channel:
     )
 
 
+@pytest.fixture(scope="module")
+def shared_channel(shared_stack: Stack, module_engine: Engine, module_vault: Vault) -> Channel:
+    """The channel of the module's shared stack, for the refusal table."""
+    return channels.create_channel(
+        module_engine,
+        module_vault,
+        integration_id=shared_stack.integration_id,
+        channel_id=CHANNEL_ID,
+        token=TOKEN,
+        events=["Accounts.all"],
+        notify_url=shared_stack.zoho_webhook_url,
+    )
+
+
 def stored(engine: Engine) -> tuple[int, int]:
     """(inbound events, jobs) in the database."""
     with Session(engine) as session:
@@ -134,9 +148,9 @@ def raw(body: dict[str, Any]) -> bytes:
     ],
 )
 def test_zoho_webhook_refusals(
-    stack: Stack,
-    engine: Engine,
-    channel: Channel,
+    shared_stack: Stack,
+    module_engine: Engine,
+    shared_channel: Channel,
     body: bytes,
     path_key: str,
     channel_status: str,
@@ -144,7 +158,8 @@ def test_zoho_webhook_refusals(
     code: str,
     says: str,
 ) -> None:
-    channels.set_status(engine, channel_id=channel.channel_id, status=channel_status)
+    stack, engine = shared_stack, module_engine
+    channels.set_status(engine, channel_id=shared_channel.channel_id, status=channel_status)
     url = f"{stack.runner_url}/webhooks/zoho/{path_key}"
 
     response = httpx2.post(url, content=body, headers={"Content-Type": "application/json"})

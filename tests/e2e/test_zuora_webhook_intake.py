@@ -26,7 +26,8 @@ from runner.intake import MAX_BODY
 from runner.intake_zuora import accept_zuora
 from storage import crud, webhook_secrets
 from storage.crypto import Vault
-from storage.models import InboundEvent, Job
+from storage.db import session_scope
+from storage.models import InboundEvent, Integration, Job
 from storage.settings import Settings
 from tests.e2e.stack import Stack, running_stack
 from tests.support.live import serve, wait_for
@@ -34,7 +35,14 @@ from tests.support.live import serve, wait_for
 
 @pytest.fixture
 def stack(engine: Engine, vault: Vault, settings: Settings) -> Iterator[Stack]:
+    """The stack with the subscription flow switched off: these tests are about intake (what is stored
+    and acknowledged); tests/e2e/test_subscription_flow.py follows the callouts through the flow."""
     with running_stack(engine, vault, settings) as running:
+        with session_scope(engine, write=True) as session:
+            integration = session.get(Integration, running.integration_id)
+            assert integration is not None
+            integration.flows = [f for f in integration.flows if f != "subscription_event"]
+            session.add(integration)
         yield running
 
 
@@ -136,8 +144,8 @@ GOOD = raw(callout_body())
     ],
 )
 def test_zuora_webhook_refusals(
-    stack: Stack,
-    engine: Engine,
+    shared_stack: Stack,
+    module_engine: Engine,
     body: bytes,
     path_key: str,
     signature: str,
@@ -146,6 +154,7 @@ def test_zuora_webhook_refusals(
     code: str,
     says: str,
 ) -> None:
+    stack, engine = shared_stack, module_engine
     headers = {"Content-Type": "application/json"}
     if signature != "absent":
         headers["X-Zuora-Signature"] = {

@@ -51,7 +51,7 @@ from tests.support.live import wait_for
 pytestmark = pytest.mark.postgres
 
 ACCEPTANCE_JOBS = 5_000
-DEFAULT_JOBS = 1_500
+DEFAULT_JOBS = ACCEPTANCE_JOBS
 JOBS = int(os.environ.get("ML_CONNECTOR_TEST_SCALE_JOBS", DEFAULT_JOBS))
 RUNNERS = 3
 LEASE = 30.0  # seconds: a healthy runner must never lose a lease here, or a re-claim would be a double run
