@@ -47,6 +47,7 @@ async def execute(services: Services, job: Job, *, worker: str) -> str:
             raise MappingError("flow", f"unknown flow {job.flow!r}")
         integration = await _integration(services, job)
         ctx = await flow_context(services, integration, flow, worker=f"job:{job.id}")
+        ctx.job_payload = dict(job.payload)
         mapped = await _prepare(services, job, flow, record, ctx)
         _record_write(record, await flow.write(ctx, record.source_id, mapped))
     except Exception as exc:

@@ -26,7 +26,8 @@ class FlowContext:
 
     `source` and `target` are the clients of the flow's own source and target systems (a Zuora → NetSuite
     flow gets the Zuora client as `source` even though its integration pairs NetSuite with Zuora);
-    `lookups` holds the integration's active lookup tables by name, for the mapping.
+    `lookups` holds the integration's active lookup tables by name, for the mapping, and `job_payload`
+    what queued the job (a callout's event names), for flows whose fetch needs more than the source id.
     """
 
     engine: Engine
@@ -35,6 +36,8 @@ class FlowContext:
     target: ApiClient
     worker: str
     lookups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The payload of the job being run (what the webhook said); empty for a batch, which runs many.
+    job_payload: dict[str, Any] = field(default_factory=dict)
 
 
 class Postpone(Exception):

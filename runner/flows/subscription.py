@@ -32,7 +32,6 @@ script.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import re
@@ -99,13 +98,6 @@ DEFAULT_MAPPING: dict[str, Any] = {
         {"target": "custrecord_mlz_order_number", "source": "orderNumber"},
     ]
 }
-
-# The callout that queued the running job, as (source id, event facts or None for a replay), handed
-# from `source_id` to `fetch`: the executor calls both in the job's own task, one after the other, and
-# `fetch` only sees the source id. A mismatch (or nothing) makes the kind come from the version alone.
-_current_event: contextvars.ContextVar[tuple[str, dict[str, Any] | None] | None] = contextvars.ContextVar(
-    "subscription_event", default=None
-)
 
 
 def parse_source_id(source_id: str) -> tuple[str, int | None]:
@@ -193,7 +185,6 @@ class SubscriptionEventToCustomRecord:
             source_id = str(job_payload.get("id") or "")
             if not source_id:
                 raise MappingError("id", "the job names no subscription")
-            _current_event.set((source_id, None))
             return source_id
         number = _text(job_payload.get("subscription_number"))
         version = job_payload.get("version")
@@ -208,7 +199,6 @@ class SubscriptionEventToCustomRecord:
                 "(Subscription Created, Amendment Processed, Order Processed, Order Action Processed) feed "
                 "this flow; remove other events from the callout's notifications",
             )
-        _current_event.set((source_id, dict(job_payload)))
         return source_id
 
     async def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any]:
@@ -220,9 +210,10 @@ class SubscriptionEventToCustomRecord:
                 f"asked Zuora for version {version} of {key} and got version {subscription.get('version')}",
                 system="zuora",
             )
-        stashed = _current_event.get()
-        event = stashed[1] if stashed is not None and stashed[0] == source_id else None
-        return snapshot_of(subscription, event)
+        # The callout's facts name the event kind; a replay has none, and the version decides.
+        payload = ctx.job_payload
+        callout = "notification_id" in payload and "replay_of" not in payload
+        return snapshot_of(subscription, dict(payload) if callout else None)
 
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult:
         netsuite = cast(NetSuiteClient, ctx.target)
