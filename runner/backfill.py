@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 
 from connectors.errors import ConnectorError, RemoteError
 from connectors.netsuite.client import SUITEQL_PAGE, NetSuiteClient, keyset_query
-from runner.flows import Flow, registry
+from runner.flows import Flow, netsuite_table, registry
 from runner.services import Services
 from storage import backfills, crud, queue
 from storage.backfills import BackfillProgress, BackfillRefused, backfill_progress, list_backfills
@@ -58,18 +58,18 @@ PAGE = SUITEQL_PAGE  # ids per page: NetSuite's largest SuiteQL page
 MAX_WAITING = 5_000  # jobs of the flow still queued above which the next page waits
 THROTTLE_DELAY = 5.0  # seconds the next page waits while the queue is that full
 
-# Record types whose SuiteQL table is not named after them: (table, condition picking the type's rows).
-SOURCE_TABLES: dict[str, tuple[str, str]] = {"invoice": ("transaction", "type = 'CustInvc'")}
-
 
 def source_table(flow: Flow) -> tuple[str, str]:
     """The SuiteQL table a flow's source record lives in, and the condition selecting its rows."""
-    return SOURCE_TABLES.get(flow.source_record, (flow.source_record, ""))
+    return netsuite_table(flow.source_record)
 
 
-def start_backfill(engine: Engine, *, integration_id: int, flow: str, requested_by: str = "system") -> Job:
+def start_backfill(
+    engine: Engine, *, integration_id: int, flow: str, requested_by: str = "system", from_start: bool = False
+) -> Job:
     """Queue a backfill of `flow` on an integration; returns its driver job.
 
+    If the flow's latest backfill failed, it is resumed from its cursor (same job) unless `from_start`.
     Refused (BackfillRefused, a ValueError, with a message for the person who asked) when the flow does
     not exist, does not read a NetSuite table, is not enabled on the integration, or already has a
     backfill queued or running there.
@@ -90,7 +90,9 @@ def start_backfill(engine: Engine, *, integration_id: int, flow: str, requested_
         raise BackfillRefused(
             f"{flow} is not enabled on the integration {integration.name!r}: enable the flow, then backfill it"
         )
-    job = backfills.create(engine, integration_id=integration_id, flow=flow, requested_by=requested_by)
+    job = backfills.create(
+        engine, integration_id=integration_id, flow=flow, requested_by=requested_by, from_start=from_start
+    )
     log.info("backfill %s of %s on integration %s queued by %s", job.id, flow, integration_id, requested_by)
     return job
 

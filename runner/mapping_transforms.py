@@ -159,6 +159,11 @@ def _text(method: Callable[[str], str]) -> Callable[[Any, Mapping[str, Any], Ste
     return run
 
 
+def _first_word(value: Any, _step: Mapping[str, Any], ctx: StepContext) -> Any:
+    """The text up to the first space: NetSuite shows a numbered GL account as "4000 Consulting Income"."""
+    return value.strip().split(" ", 1)[0] if isinstance(value, str) else value
+
+
 def _date(value: Any, step: Mapping[str, Any], ctx: StepContext) -> str:
     fmt = step.get("format", DATE_FORMAT)
     # No timezone conversion: the date is the calendar date the source wrote (NetSuite dates are the
@@ -313,6 +318,11 @@ TRANSFORMS: dict[str, Transform] = {
             "read an ISO 8601 or NetSuite (M/D/YYYY) date and write it with a strftime `format`",
             _date,
             {"format": Param(str)},
+        ),
+        Transform(
+            "first_word",
+            'the text up to its first space ("4000 Consulting Income" → "4000", an account number)',
+            _first_word,
         ),
         Transform("number", 'numeric text to a number ("12.50" → 12.5, "3" → 3)', _number),
         Transform(

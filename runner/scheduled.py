@@ -20,7 +20,7 @@ from connectors.errors import ConnectorError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.zuora.client import ZuoraClient
 from runner import channels, zoho_poll
-from runner.flows import registry
+from runner.flows import netsuite_table, registry
 from runner.services import Services
 from runner.worker import WorkerPool
 from storage import leases, queue
@@ -162,9 +162,12 @@ class ScheduledWork:
         client = await self.services.client_for(connection_id)
         assert isinstance(client, NetSuiteClient)
         lower = (_instant(since) - timedelta(seconds=POLL_OVERLAP)).strftime("%Y-%m-%d %H:%M:%S")
+        sql_table, condition = netsuite_table(table)
         where = f"lastmodifieddate >= TO_TIMESTAMP('{lower}', 'YYYY-MM-DD HH24:MI:SS')"
+        if condition:
+            where = f"{condition} AND {where}"
         columns = "id, TO_CHAR(lastmodifieddate, 'YYYY-MM-DD HH24:MI:SS') AS modified"
-        rows = [row async for row in client.scan(columns, table, where=where)]
+        rows = [row async for row in client.scan(columns, sql_table, where=where)]
         newest = max((str(r.get("modified") or "") for r in rows), key=_instant, default=since)
         return await to_thread.run_sync(
             self._enqueue_polled, integration_id, flows, name, rows, max(newest, since)

@@ -29,11 +29,11 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,42}")
 DEFAULT_LOOKUPS: dict[str, dict[str, Any]] = {
     # NetSuite GL account number → Zuora accounting code.
     "gl_account_charge": {
-        "4000": "Subscription Revenue",
-        "4010": "Usage Revenue",
-        "4100": "Professional Services Revenue",
-        "4200": "Support and Maintenance Revenue",
-        "4900": "Other Revenue",
+        # NetSuite GL account number → a Zuora accounting code from the tenant's chart of accounts.
+        # Starter rows only: a tenant replaces them with its own accounts and codes.
+        "4000": "4000 Services",
+        "4010": "Subscription Revenue",
+        "4100": "4100 Product Sales",
     },
     # NetSuite subsidiary internal id → the subsidiary's ISO 4217 currency.
     "subsidiary_currency": {"1": "USD", "2": "GBP", "3": "EUR", "4": "CAD", "5": "AUD"},

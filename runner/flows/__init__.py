@@ -111,6 +111,16 @@ def flows_for_record(record_type: str, enabled: list[str]) -> list[str]:
     return [name for name in enabled if name in flows and flows[name].source_record == record_type.lower()]
 
 
+# Record types whose SuiteQL table is not named after them: (table, condition picking the type's rows).
+# Invoices are transactions of type CustInvc (shared/api/netsuite.md §4).
+SUITEQL_TABLES: dict[str, tuple[str, str]] = {"invoice": ("transaction", "type = 'CustInvc'")}
+
+
+def netsuite_table(record_type: str) -> tuple[str, str]:
+    """The SuiteQL table holding a NetSuite record type, and the condition selecting its rows ("" for all)."""
+    return SUITEQL_TABLES.get(record_type, (record_type, ""))
+
+
 def flows_between(systems: set[str]) -> list[str]:
     """Every flow an integration pairing these two systems can run (what onboarding enables)."""
     return [flow.name for flow in registry().values() if {flow.source_system, flow.target_system} == systems]

@@ -76,7 +76,8 @@ DEFAULT_MAPPING: dict[str, Any] = {
                 {
                     "target": "accountingCode",
                     "source": "account.refName",
-                    "transform": [{"name": "lookup", "table": GL_TABLE}],
+                    # "4000 Consulting Income" → "4000" → the accounting code of GL account 4000.
+                    "transform": ["first_word", {"name": "lookup", "table": GL_TABLE}],
                     "required": True,
                 },
                 {"target": "description", "source": "description"},

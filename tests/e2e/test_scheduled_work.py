@@ -19,7 +19,7 @@ from storage import audit, leases
 from storage.audit import AuditFilter
 from storage.crypto import Vault
 from storage.db import session_scope
-from storage.models import AuditRecord, Connection, Heartbeat, Payment, Token, Watermark
+from storage.models import AuditRecord, Connection, Heartbeat, Integration, Job, Payment, Token, Watermark
 from storage.settings import Settings
 from storage.types import utcnow
 from tests.e2e.stack import Stack, running_stack
@@ -196,3 +196,40 @@ def test_the_netsuite_poll_catches_changes_the_webhook_missed(
     # since every write is idempotent, and the price of not trusting NetSuite's time zone.
     assert first == 0 and second >= 1
     assert len(synced()) == 1
+
+
+def test_the_netsuite_poll_reads_invoices_from_the_transaction_table(
+    stack: Stack, engine: Engine, vault: Vault, settings: Settings
+) -> None:
+    netsuite_id = connection_id(engine, "netsuite")
+    stack.netsuite.clear_webhooks()
+    with session_scope(engine, write=True) as session:  # only the invoice flow, so no job is run here
+        integration = session.get(Integration, stack.integration_id)
+        assert integration is not None
+        integration.flows = []
+        session.add(integration)
+
+    def poll() -> int:
+        work = work_for(engine, vault, settings, "poller")
+
+        async def once() -> int:
+            try:
+                return await work.poll_netsuite_table(
+                    stack.integration_id, netsuite_id, ["invoice"], "invoice"
+                )
+            finally:
+                await work.services.aclose()
+
+        return asyncio.run(once())
+
+    first = poll()  # sets the watermark only
+    customer = stack.netsuite.seed("customer", {"companyName": "Invoiced Co"})
+    invoice = stack.netsuite.seed(
+        "invoice", {"entity": {"id": customer}, "tranDate": "2026-11-01", "item": {"items": [{"item": {"id": "1"}, "quantity": 1, "rate": 10}]}}
+    )  # fmt: skip
+    second = poll()
+
+    with Session(engine) as session:
+        queued = [job.payload["id"] for job in session.exec(select(Job).where(col(Job.flow) == "invoice"))]
+    assert first == 0 and second >= 1
+    assert invoice in queued and customer not in queued

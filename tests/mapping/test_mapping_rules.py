@@ -325,7 +325,7 @@ def test_transforms_registry_lists_every_step_with_help() -> None:
         ([{"target": "a", "source": "x", "flows_back": 1}], "a: 'flows_back' must be true or false"),
         (
             [{"target": "a", "source": "x", "transform": "titlecase"}],
-            "a: unknown transform 'titlecase' (known: trim, upper, lower, date, number, value_map, lookup, concat, default)",
+            "a: unknown transform 'titlecase' (known: trim, upper, lower, date, first_word, number, value_map, lookup, concat, default)",
         ),
         (
             [{"target": "a", "source": "x", "transform": "uper"}],
