@@ -19,7 +19,7 @@ from storage import audit, leases
 from storage.audit import AuditFilter
 from storage.crypto import Vault
 from storage.db import session_scope
-from storage.models import AuditRecord, Connection, Heartbeat, Integration, Job, Payment, Token, Watermark
+from storage.models import AuditRecord, Connection, Heartbeat, Job, Payment, Token, Watermark
 from storage.settings import Settings
 from storage.types import utcnow
 from tests.e2e.stack import Stack, running_stack
@@ -203,11 +203,6 @@ def test_the_netsuite_poll_reads_invoices_from_the_transaction_table(
 ) -> None:
     netsuite_id = connection_id(engine, "netsuite")
     stack.netsuite.clear_webhooks()
-    with session_scope(engine, write=True) as session:  # only the invoice flow, so no job is run here
-        integration = session.get(Integration, stack.integration_id)
-        assert integration is not None
-        integration.flows = []
-        session.add(integration)
 
     def poll() -> int:
         work = work_for(engine, vault, settings, "poller")
