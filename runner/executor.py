@@ -27,7 +27,7 @@ from runner.flows import BatchFlow, Flow, FlowContext, Postpone, WriteResult, re
 from runner.mapping import Mapped, MappingError, apply, create_only_fields, flows_back_fields
 from runner.services import Services, current_trail
 from storage import audit, crud, lookups, queue
-from storage.models import AuditRecord, Integration, Job, JobKind, Outcome
+from storage.models import AuditRecord, Integration, Job, JobKind, Mapping, Outcome
 
 log = logging.getLogger("ml_connector.jobs")
 
@@ -111,9 +111,19 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
         for job, record, error in zip(jobs, records, errors, strict=True)
     ]
     items = list(zip(records, trails, strict=True))
-    await to_thread.run_sync(partial(audit.write_records, services.engine, items))
-    for settle in settles:
-        await to_thread.run_sync(settle)
+    succeeded = [job for job, error in zip(jobs, errors, strict=True) if error is None]
+    others = [settle for settle, error in zip(settles, errors, strict=True) if error is not None]
+
+    def settle_all() -> None:
+        # Audit first (a crash in between re-runs the batch, whose writes are idempotent), then the
+        # successes in one statement and each failure on its own.
+        audit.write_records(services.engine, items)
+        for lost in queue.finish_many(services.engine, succeeded, worker=worker):
+            log.warning("job %s: lease lost to another runner before it could be marked done", lost.id)
+        for settle in others:
+            settle()
+
+    await to_thread.run_sync(settle_all)
     for job, record, trail in zip(jobs, records, trails, strict=True):
         _finished(services, job, record, len(trail))
     return [record.outcome for record in records]
@@ -204,12 +214,8 @@ async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord
         else:
             snapshot = await flow.fetch(ctx, source_id)
         record.source_snapshot = snapshot
-        mapping = await to_thread.run_sync(
-            partial(crud.active_mapping, services.engine, integration_id=integration_id, flow=flow.name)
-        )
-        spec = mapping.spec if mapping is not None else flow.default_mapping
-        record.mapping_version = mapping.version if mapping is not None else 0
-        mapped = apply(spec, snapshot, lookups=ctx.lookups)
+        record.mapping_version = ctx.mapping_version
+        mapped = apply(ctx.mapping or flow.default_mapping, snapshot, lookups=ctx.lookups)
     record.payload = mapped.payload
     return mapped
 
@@ -234,9 +240,16 @@ async def flow_context(
             f"flow {flow.name} needs a {' and a '.join(missing)} connection; this integration pairs "
             f"{' and '.join(sorted(clients))}: disable the flow or pair the right systems",
         )
-    tables = await to_thread.run_sync(
-        partial(lookups.lookups_for, services.engine, integration_id=integration.id or 0)
-    )
+    integration_id = integration.id or 0
+
+    def tables_and_mapping() -> tuple[dict[str, dict[str, Any]], Mapping | None]:
+        # Read once per job, or once per batch: the mapping in force when the work started.
+        return (
+            lookups.lookups_for(services.engine, integration_id=integration_id),
+            crud.active_mapping(services.engine, integration_id=integration_id, flow=flow.name),
+        )
+
+    tables, mapping = await to_thread.run_sync(tables_and_mapping)
     return FlowContext(
         engine=services.engine,
         integration=integration,
@@ -244,6 +257,8 @@ async def flow_context(
         target=clients[flow.target_system],
         worker=worker,
         lookups=tables,
+        mapping=mapping.spec if mapping is not None else None,
+        mapping_version=mapping.version if mapping is not None else 0,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -132,6 +132,36 @@ def finish(engine: Engine, job: Job, *, worker: str) -> bool:
     return _update_if_ours(
         engine, job, worker, status=JobStatus.SUCCEEDED, finished_at=now, lease_until=None, last_error=None
     )
+
+
+def finish_many(engine: Engine, jobs: list[Job], *, worker: str) -> list[Job]:
+    """Mark a batch's succeeded jobs done in one statement; returns those whose lease was lost."""
+    if not jobs:
+        return []
+    now = utcnow()
+    ours = [tuple_(col(Job.id), col(Job.attempts)) == (job.id, job.attempts) for job in jobs]
+    mine = and_(col(Job.locked_by) == worker, or_(*ours))
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(mine, col(Job.status) == JobStatus.RUNNING)
+            .values(
+                status=JobStatus.SUCCEEDED, finished_at=now, lease_until=None, last_error=None, updated_at=now
+            )
+        )
+        if result.rowcount == len(jobs):
+            done = {job.id for job in jobs}
+        else:  # a lease was lost: the jobs still ours are the ones now marked succeeded
+            done = set(session.exec(select(Job.id).where(mine, col(Job.status) == JobStatus.SUCCEEDED)).all())
+    for job in jobs:
+        if job.id in done:
+            job.status, job.finished_at, job.lease_until, job.last_error = (
+                JobStatus.SUCCEEDED,
+                now,
+                None,
+                None,
+            )
+    return [job for job in jobs if job.id not in done]
 
 
 def retry_later(engine: Engine, job: Job, *, worker: str, error: str, delay: float | None = None) -> str:

@@ -59,6 +59,7 @@ class StoredTokens:
         # behind worker threads that are themselves waiting for that lock (a deadlock until timeouts).
         self._limiter = CapacityLimiter(1)
         self._extra: dict[str, Any] = {}
+        self._cached: tuple[str, datetime] | None = None  # (token, expires_at) last read or minted here
         self.refreshes = 0  # refreshes this process made
 
     @property
@@ -66,6 +67,16 @@ class StoredTokens:
         return self._extra
 
     async def get(self, *, stale: str | None = None, reason: str = "") -> str:
+        # The token last read or minted here, while it is good: no database read per call. A token
+        # another process refreshed meanwhile is only newer; ours stays valid until its own expiry, and a
+        # 401 (`stale`) always goes back to the database.
+        cached = self._cached
+        if (
+            cached is not None
+            and cached[0] != stale
+            and cached[1] - timedelta(seconds=self._margin) > utcnow()
+        ):
+            return cached[0]
         token = await to_thread.run_sync(self._usable, stale)
         if token is not None:
             return token
@@ -93,6 +104,7 @@ class StoredTokens:
         if token == stale:
             return None
         self._extra = dict(row.extra or {})
+        self._cached = (str(token), expires_at)
         return str(token)
 
     def _select_for_update(self) -> Any:
@@ -139,6 +151,7 @@ class StoredTokens:
             }
             await to_thread.run_sync(self._store, connection, values, limiter=self._limiter)
             self._extra = dict(values["extra"])
+            self._cached = (grant.access_token, values["expires_at"])
             self.refreshes += 1
             return grant.access_token
         finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -132,11 +132,20 @@ class RecordStore:
         self.unique_fields: dict[str, set[str]] = {m: {"NetSuite_Id"} for m in MANDATORY}
         self._tables: dict[str, dict[str, StoredRecord]] = {m: {} for m in MANDATORY}
         self._next_id = ID_BASE
+        # Duplicate-check lookups by (module, field): value → oldest record with it. An insert adds to the
+        # index; any other change (update, patch, delete) drops the module's indexes, rebuilt on next use.
+        # Without it every upsert scanned the module, and a 10,000-record backfill grew quadratically.
+        self._indexes: dict[tuple[str, str], dict[Any, StoredRecord]] = {}
 
     def clear(self) -> None:
         with self.lock:
             self._tables = {m: {} for m in MANDATORY}
             self._next_id = ID_BASE
+            self._indexes.clear()
+
+    def _changed(self, module: str) -> None:
+        for key in [k for k in self._indexes if k[0] == module]:
+            del self._indexes[key]
 
     # Reads -----------------------------------------------------------------------------------
     def find(self, module: str, record_id: str) -> StoredRecord | None:
@@ -232,6 +241,7 @@ class RecordStore:
             table = self._tables[module]
             for record_id in ids:
                 removed = table.pop(record_id, None)
+                self._changed(module)
                 if removed is None:
                     results.append(item_error("INVALID_DATA", "record not deleted", id=record_id))
                     continue
@@ -262,6 +272,7 @@ class RecordStore:
             before = dict(stored.fields)
             stored.fields = {**stored.fields, **_writable(fields)}
             stored.modified = self.clock()
+            self._changed(module)
             log.add("update", record_id, before, stored.fields)
         return log.changes
 
@@ -276,6 +287,7 @@ class RecordStore:
             return problem
         if existing is not None:
             existing.fields, existing.modified = merged, self.clock()
+            self._changed(module)
             stored = existing
         else:
             stored = self._insert(module, merged)
@@ -365,13 +377,25 @@ class RecordStore:
         # The oldest match wins when a non-unique system field (Account_Name) matches several records.
         if value in (None, ""):
             return None
-        return next((r for r in self._tables[module].values() if r.fields.get(name) == value), None)
+        index = self._indexes.get((module, name))
+        if index is None:
+            index = {}
+            for record in self._tables[module].values():  # oldest first: insertion order
+                found = record.fields.get(name)
+                if isinstance(found, Hashable):
+                    index.setdefault(found, record)
+            self._indexes[(module, name)] = index
+        return index.get(value) if isinstance(value, Hashable) else None
 
     def _insert(self, module: str, fields: dict[str, Any]) -> StoredRecord:
         self._next_id += 1
         now = self.clock()
         stored = StoredRecord(str(self._next_id), fields, now, now)
         self._tables[module][stored.id] = stored
+        for (indexed_module, name), index in self._indexes.items():
+            found = fields.get(name)
+            if indexed_module == module and isinstance(found, Hashable):
+                index.setdefault(found, stored)
         return stored
 
 

@@ -38,6 +38,9 @@ class FlowContext:
     lookups: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The payload of the job being run (what the webhook said); empty for a batch, which runs many.
     job_payload: dict[str, Any] = field(default_factory=dict)
+    # The integration's active mapping of this flow (None: the flow's default) and its version (0).
+    mapping: dict[str, Any] | None = None
+    mapping_version: int = 0
 
 
 class Postpone(Exception):

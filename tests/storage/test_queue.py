@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from storage import crud, queue
 from storage.crypto import Vault
@@ -118,3 +119,26 @@ def test_concurrent_claimers_never_share_a_job(engine: Engine, vault: Vault) -> 
 
     every = [job_id for mine in claimed.values() for job_id in mine]
     assert sorted(every) == ids
+
+
+def test_finish_many_marks_a_batch_done_and_reports_a_job_another_runner_took(
+    engine: Engine, vault: Vault
+) -> None:
+    enqueue(engine, make_integration(engine, vault), 3)
+    jobs = queue.claim(engine, worker="a", limit=3, lease=30)
+    with session_scope(engine) as session:  # the third job's lease ran out and runner b took it over
+        stolen = session.get(Job, jobs[2].id)
+        assert stolen is not None
+        stolen.locked_by, stolen.attempts = "b", stolen.attempts + 1
+        session.add(stolen)
+
+    lost = queue.finish_many(engine, jobs, worker="a")
+
+    assert [job.id for job in lost] == [jobs[2].id]
+    with session_scope(engine) as session:
+        statuses = {job.id: job.status for job in session.exec(select(Job))}
+    assert statuses == {
+        jobs[0].id: JobStatus.SUCCEEDED,
+        jobs[1].id: JobStatus.SUCCEEDED,
+        jobs[2].id: JobStatus.RUNNING,
+    }
