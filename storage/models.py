@@ -321,3 +321,29 @@ class Payment(SQLModel, table=True):
     updated_date: str = Field(default="", max_length=40)
     raw: dict[str, Any] = _json({})
     synced_at: datetime = _ts()
+
+
+class AppUser(SQLModel, table=True):
+    """A person who may sign in to the app. The first start asks for the admin's password; only its
+    hash is kept. Failed sign-ins are counted to slow guessing down."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=200, unique=True)
+    password_hash: str = Field(default="", sa_type=Text)
+    is_admin: bool = False
+    failed_logins: int = 0
+    locked_until: datetime | None = _ts(nullable=True)
+    last_login_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class ChannelRenewal(SQLModel, table=True):
+    """One keep-alive action on a Zoho channel (renewed, re-provisioned, failed): the renewal history
+    the health page shows."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="channel.id", index=True)
+    action: str = Field(max_length=20)
+    expires_at: datetime | None = _ts(nullable=True)
+    detail: str | None = Field(default=None, sa_type=Text)
+    at: datetime = _ts(index=True)
