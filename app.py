@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages._auth import require_login
 from pages._ui import database, database_kind
 
 
-def navigation_pages() -> list[st.Page]:
-    """The pages in the order the sidebar lists them; adding a page is one line here."""
-    return [
-        st.Page("pages/audit.py", title="Audit log", icon=":material/receipt_long:", default=True),
-    ]
+def navigation_pages() -> dict[str, list[st.Page]]:
+    """The pages by sidebar section, in order; adding a page is one line here."""
+    return {
+        "Operate": [
+            st.Page("pages/health.py", title="Health", icon=":material/monitor_heart:", default=True),
+            st.Page("pages/audit.py", title="Audit log", icon=":material/receipt_long:"),
+        ],
+        "Set up": [
+            st.Page("pages/workspaces.py", title="Workspaces", icon=":material/workspaces:"),
+            st.Page("pages/onboarding.py", title="New integration", icon=":material/add_link:"),
+            st.Page("pages/connections.py", title="Connections", icon=":material/cable:"),
+            st.Page("pages/mappings.py", title="Mappings", icon=":material/schema:"),
+        ],
+    }
 
 
 def main() -> None:
     st.set_page_config(page_title="ml-connector", page_icon=":material/sync_alt:", layout="wide")
-    page = st.navigation(navigation_pages())
     engine = database()
-    st.sidebar.caption(f"Database: {database_kind(engine)}")
+    user = require_login(engine)
+    if user is None:
+        return  # the sign-in form is showing
+    page = st.navigation(navigation_pages())
+    st.sidebar.caption(f"Signed in as {user} · database: {database_kind(engine)}")
     page.run()
 
 

@@ -20,6 +20,7 @@ from storage.models import (
     Integration,
     IntegrationPublic,
     Mapping,
+    Token,
     Workspace,
 )
 from storage.types import utcnow
@@ -176,3 +177,96 @@ def mapping_version(engine: Engine, *, integration_id: int, flow: str, version: 
                 col(Mapping.version) == version,
             )
         ).first()
+
+
+def list_workspaces(engine: Engine) -> list[Workspace]:
+    """Every workspace, by name."""
+    with session_scope(engine) as session:
+        return list(session.exec(select(Workspace).order_by(col(Workspace.name))).all())
+
+
+def get_workspace(engine: Engine, *, workspace_id: int) -> Workspace | None:
+    with session_scope(engine) as session:
+        return session.get(Workspace, workspace_id)
+
+
+def rename_workspace(engine: Engine, *, workspace_id: int, name: str) -> Workspace | None:
+    """Give a workspace a new name; None when there is no such workspace (names are unique: a taken one
+    raises IntegrityError)."""
+    with session_scope(engine, write=True) as session:
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is None:
+            return None
+        workspace.name = name
+        session.add(workspace)
+        session.flush()
+        return workspace
+
+
+def list_connections(engine: Engine, *, workspace_id: int | None = None) -> list[ConnectionPublic]:
+    """The connections of one workspace (or of all), oldest first, without their secrets."""
+    query = select(Connection).order_by(col(Connection.id))
+    if workspace_id is not None:
+        query = query.where(col(Connection.workspace_id) == workspace_id)
+    with session_scope(engine) as session:
+        return [ConnectionPublic.model_validate(row, from_attributes=True) for row in session.exec(query)]
+
+
+def update_connection(
+    engine: Engine,
+    vault: Vault,
+    *,
+    connection_id: int,
+    name: str,
+    base_url: str,
+    environment: str,
+    settings: dict[str, Any],
+    secrets: dict[str, Any],
+) -> ConnectionPublic | None:
+    """Replace a connection's fields and secrets in one transaction; None when there is no such connection.
+
+    The cached access token and the last ping go too: both belong to the old credentials (or another
+    host), and the runner rebuilds its client when `updated_at` moves.
+    """
+    with session_scope(engine, write=True) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None:
+            return None
+        connection.name = name
+        connection.base_url = base_url.rstrip("/")
+        connection.environment = environment
+        connection.settings = dict(settings)
+        connection.secrets_encrypted = vault.encrypt(dict(secrets))
+        connection.updated_at = utcnow()
+        # The last ping spoke for the old credentials.
+        connection.last_ping_at = connection.last_ping_ok = connection.last_ping_message = None
+        session.add(connection)
+        for token in session.exec(select(Token).where(col(Token.connection_id) == connection_id)):
+            session.delete(token)
+        session.flush()
+        return ConnectionPublic.model_validate(connection, from_attributes=True)
+
+
+def record_ping(engine: Engine, *, connection_id: int, ok: bool, message: str) -> bool:
+    """Remember the outcome of the latest ping of a connection; False when there is no such connection."""
+    with session_scope(engine, write=True) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None:
+            return False
+        connection.last_ping_at = utcnow()
+        connection.last_ping_ok = ok
+        connection.last_ping_message = message
+        session.add(connection)
+        return True
+
+
+def set_integration_active(engine: Engine, *, integration_id: int, active: bool) -> bool:
+    """Activate or pause an integration (paused ones are left out of polls and scheduled pulls); False
+    when there is no such integration."""
+    with session_scope(engine, write=True) as session:
+        integration = session.get(Integration, integration_id)
+        if integration is None:
+            return False
+        integration.active = active
+        session.add(integration)
+        return True

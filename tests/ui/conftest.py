@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from sqlalchemy.engine import Engine
+from streamlit.testing.v1 import AppTest
 
+from pages._auth import SESSION_USER
 from storage.audit import write_record
 from storage.crud import create_connection, create_integration, create_workspace
 from storage.crypto import get_vault
@@ -244,3 +246,9 @@ def _retrying(integration_id: int, at: datetime) -> tuple[AuditRecord, list[Atte
         Attempt("zuora", "POST", "https://rest.zuora.com/v1/invoices", 503, 30_000.0, None, "timeout", at),
     ]
     return record, attempts
+
+
+def signed_in(at: AppTest, user: str = "admin") -> AppTest:
+    """`at` with a signed-in session, as after the sign-in form: set before the first `run()`."""
+    at.session_state[SESSION_USER] = user
+    return at

@@ -23,6 +23,7 @@ from tests.ui.conftest import (
     SUCCEEDED_SOURCE_ID,
     SUCCEEDED_TARGET_ID,
     SeededAudit,
+    signed_in,
 )
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
@@ -30,7 +31,8 @@ RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the dat
 
 def open_app() -> AppTest:
     """The app as a browser would first see it (the audit page is the default page)."""
-    at = AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT).run()
+    at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
+    at.switch_page("pages/audit.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -67,10 +69,11 @@ def texts(at: AppTest) -> str:
 
 
 def test_audit_page_renders_without_exception(seeded_audit: SeededAudit) -> None:
+    first = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
     at = open_app()
 
+    assert any("database: SQLite" in c.value for c in first.sidebar.caption)
     assert [t.value for t in at.title] == ["Audit log"]
-    assert "Database: SQLite" in [c.value for c in at.sidebar.caption]
 
 
 def test_audit_page_lists_records_newest_first(seeded_audit: SeededAudit) -> None:
