@@ -125,4 +125,6 @@ def _record(
         session.add(row)
         session.flush()
         assert row.id is not None
-        session.add(ChannelRenewal(channel_id=row.id, action=action, expires_at=row.expires_at, detail=detail))
+        session.add(
+            ChannelRenewal(channel_id=row.id, action=action, expires_at=row.expires_at, detail=detail)
+        )

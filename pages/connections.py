@@ -1,0 +1,325 @@
+"""Connections: does each system still accept our credentials, and the integrations' webhook secrets and
+backfills.
+
+Every action is a `runner.connection_admin` or `runner.backfill` call made in a button's callback, so
+the page then renders the state it left behind; what the action said is kept in the session for that
+one render (a freshly rotated secret is shown exactly once). Secrets are never shown otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from sqlalchemy.engine import Engine
+
+from pages._auth import SESSION_USER
+from pages._ui import database, format_time, md_code, md_escape
+from runner.backfill import BackfillProgress, BackfillRefused, start_backfill
+from runner.backfill import backfill_progress as backfill_progress_of
+from runner.connection_admin import (
+    ConnectionStatus,
+    IntegrationAdmin,
+    connection_overview,
+    integration_overview,
+    reping,
+    rotate_secret,
+)
+from runner.health import describe_duration, system_title
+from storage.crypto import get_vault
+from storage.settings import get_settings
+from storage.types import utcnow
+
+ONBOARDING_PAGE = "pages/onboarding.py"
+BACKFILL_REFRESH = 3.0  # seconds between progress refreshes while a backfill runs
+FLASH = "connections_flash"  # session key: what the last action said, shown on the next render only
+
+PING_BADGES = {
+    "ok": ":green-badge[:material/check_circle: connected]",
+    "failed": ":red-badge[:material/error: failing]",
+    "never": ":gray-badge[:material/help: never pinged]",
+}
+TOKEN_BADGES = {
+    "valid": ":green-badge[valid]",
+    "expiring": ":orange-badge[expiring]",
+    "expired": ":orange-badge[expired]",
+    "failing": ":red-badge[refresh failing]",
+    "cooling down": ":red-badge[cooling down]",
+    "none": ":gray-badge[none yet]",
+}
+# Grace choices for a rotation: label → seconds the old secret keeps working (None: the integration's).
+GRACE_CHOICES: dict[str, float | None] = {
+    "Default": None,
+    "1 hour": 3600.0,
+    "Revoke the old one now": 0.0,
+}
+
+NO_CONNECTIONS = (
+    "No connections yet. Set up an integration first: it asks for each system's credentials and pings "
+    "them before saving."
+)
+
+
+def main() -> None:
+    engine = database()
+    st.title("Connections")
+    st.caption(
+        "Whether each system still accepts the saved credentials, the access token the runner holds, "
+        "and each integration's webhook secrets and backfills."
+    )
+    statuses = connection_overview(engine)
+    if not statuses:
+        st.info(NO_CONNECTIONS, icon=":material/cable:")
+        st.page_link(ONBOARDING_PAGE, label="Set up an integration", icon=":material/add_link:")
+        return
+    for status in statuses:
+        connection_card(status)
+    integrations = integration_overview(engine, get_vault())
+    if integrations:
+        st.header("Integrations")
+        names = {s.id: s.name for s in statuses}
+        for admin in integrations:
+            integration_card(engine, admin, names)
+
+
+# --- connections ------------------------------------------------------------------------------
+
+
+def connection_card(status: ConnectionStatus) -> None:
+    with st.container(border=True):
+        head, action = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(
+            f"#### {md_escape(status.name)} · {md_escape(status.system_title)} &nbsp; {PING_BADGES[status.ping_state]}"
+        )
+        where = " · ".join(md_escape(p) for p in (status.workspace, status.environment, status.base_url) if p)
+        head.caption(where)
+        action.button(
+            "Ping now",
+            key=f"ping_{status.id}",
+            icon=":material/network_check:",
+            on_click=_ping,
+            args=(status.id,),
+            width="stretch",
+        )
+        _flash(f"ping_{status.id}")
+        ping, token, used = st.columns([2, 2, 1])
+        with ping:
+            st.caption("Last ping")
+            if status.last_ping_at is None:
+                st.markdown("Never pinged: press **Ping now**.")
+            else:
+                age = describe_duration((utcnow() - status.last_ping_at).total_seconds())
+                st.markdown(f"{format_time(status.last_ping_at, suffix=True)} ({age} ago)")
+                if status.last_ping_message:
+                    st.markdown(md_escape(status.last_ping_message))
+        with token:
+            st.caption("Access token")
+            st.markdown(_token_text(status))
+        with used:
+            st.caption("Used by")
+            st.markdown("  \n".join(md_escape(n) for n in status.integrations) or "no integration")
+
+
+def _token_text(status: ConnectionStatus) -> str:
+    token = status.token
+    if token is None or token.state == "none":
+        return f"{TOKEN_BADGES['none']} minted on first use"
+    parts = [TOKEN_BADGES.get(token.state, token.state)]
+    if token.time_to_expiry is not None:
+        left = token.time_to_expiry
+        parts.append(
+            f"expires in {describe_duration(left)}" if left > 0 else f"expired {describe_duration(-left)} ago"
+        )
+    if token.refreshed_at is not None:
+        parts.append(f"refreshed {format_time(token.refreshed_at, suffix=True)}")
+    if token.failures:
+        parts.append(f"{token.failures} failed refresh{'es' if token.failures > 1 else ''}")
+    if token.cooldown_until is not None and token.state == "cooling down":
+        parts.append(f"next try after {format_time(token.cooldown_until, suffix=True)}")
+    if token.reason:
+        parts.append(md_escape(token.reason))
+    return " · ".join(parts)
+
+
+def _ping(connection_id: int) -> None:
+    """Button callback: ping the connection again; the page then renders the verdict it stored."""
+    try:
+        result = reping(database(), get_vault(), connection_id=connection_id, sandbox=get_settings().sandbox)
+    except LookupError as exc:
+        _set_flash(f"ping_{connection_id}", "error", str(exc))
+        return
+    if result.ok:
+        _set_flash(f"ping_{connection_id}", "success", f"{result.message} in {result.latency_ms:.0f} ms.")
+    else:
+        _set_flash(f"ping_{connection_id}", "error", f"{system_title(result.system)}: {result.message}")
+
+
+# --- integrations -----------------------------------------------------------------------------
+
+
+def integration_card(engine: Engine, admin: IntegrationAdmin, names: dict[int, str]) -> None:
+    with st.container(border=True):
+        state = "" if admin.active else " &nbsp; :gray-badge[inactive]"
+        st.markdown(f"#### {md_escape(admin.name)}{state}")
+        source, target = (
+            names.get(i, f"#{i}") for i in (admin.source_connection_id, admin.target_connection_id)
+        )
+        flows = ", ".join(admin.flows) or "none"
+        st.caption(
+            f"{md_escape(source)} → {md_escape(target)} · key {md_code(admin.key)} · flows: {md_escape(flows)}"
+        )
+        secrets_column, backfill_column = st.columns(2, gap="large")
+        with secrets_column:
+            webhook_secrets(admin)
+        with backfill_column:
+            backfills(engine, admin)
+
+
+def webhook_secrets(admin: IntegrationAdmin) -> None:
+    st.markdown("**Webhook secrets**")
+    if not admin.secrets:
+        st.caption("No system of this integration sends webhooks signed with a secret.")
+        return
+    for secret in admin.secrets:
+        line = f"{md_escape(secret.title)}: " + ("set" if secret.is_set else ":red[not set]")
+        if secret.rotated_at is not None:
+            line += f" · rotated {format_time(secret.rotated_at, suffix=True)}"
+        if secret.previous_valid_until is not None:
+            line += f" · the previous one works until {format_time(secret.previous_valid_until, suffix=True)}"
+        st.markdown(line)
+    titles = {s.name: s.title for s in admin.secrets}
+    pick, grace = st.columns(2)
+    name = pick.selectbox(
+        "Secret", list(titles), format_func=titles.__getitem__, key=f"secret_name_{admin.id}"
+    )
+    default = f"Default ({describe_duration(admin.default_grace)})"
+    choice = grace.selectbox(
+        "Keep the old one working",
+        list(GRACE_CHOICES),
+        format_func=lambda c: default if c == "Default" else c,
+        key=f"secret_grace_{admin.id}",
+        help="How long senders may still use the old secret, so they can switch over without losing events. "
+        "Revoke at once only when the old secret leaked.",
+    )
+    st.button(
+        "Rotate secret",
+        key=f"rotate_{admin.id}",
+        icon=":material/key:",
+        on_click=_rotate,
+        args=(admin.id, name, GRACE_CHOICES[choice]),
+    )
+    _flash(f"rotate_{admin.id}")
+
+
+def _rotate(integration_id: int, name: str, grace_seconds: float | None) -> None:
+    """Button callback: rotate, and keep the new value for the next render only."""
+    key = f"rotate_{integration_id}"
+    try:
+        rotated = rotate_secret(
+            database(), get_vault(), integration_id=integration_id, name=name, grace_seconds=grace_seconds
+        )
+    except (ValueError, LookupError) as exc:
+        _set_flash(key, "error", str(exc))
+        return
+    until = (
+        f"The old one keeps working until {format_time(rotated.previous_valid_until, suffix=True)}."
+        if rotated.previous_valid_until is not None
+        else "The old one no longer works."
+    )
+    message = f"New {rotated.title}. Copy it now: it is not shown again. {rotated.where} {until}"
+    _set_flash(key, "secret", message, secret=rotated.secret)
+
+
+def backfills(engine: Engine, admin: IntegrationAdmin) -> None:
+    st.markdown("**Backfill**")
+    if not admin.backfillable:
+        st.caption("No flow of this integration reads a NetSuite table, so there is nothing to backfill.")
+        return
+    flow = st.selectbox(
+        "Flow",
+        list(admin.backfillable),
+        format_func=lambda f: f"{admin.backfillable[f]} ({f})",
+        key=f"backfill_flow_{admin.id}",
+        help="Queues a sync of every existing record of the flow's NetSuite table, a page at a time.",
+    )
+    from_start = st.checkbox(
+        "From the start",
+        key=f"backfill_from_start_{admin.id}",
+        help="A failed backfill resumes from where it stopped unless this is ticked.",
+    )
+    st.button(
+        "Start backfill",
+        key=f"backfill_{admin.id}",
+        icon=":material/playlist_add:",
+        on_click=_start_backfill,
+        args=(admin.id, flow, from_start),
+    )
+    _flash(f"backfill_{admin.id}")
+    live = any(p.status == "running" for p in latest_backfills(engine, admin))
+    st.fragment(backfill_progress, run_every=BACKFILL_REFRESH if live else None)(admin, live)
+
+
+def latest_backfills(engine: Engine, admin: IntegrationAdmin) -> list[BackfillProgress]:
+    """The latest backfill of each backfillable flow that ever had one."""
+    found = (backfill_progress_of(engine, integration_id=admin.id, flow=f) for f in admin.backfillable)
+    return [p for p in found if p is not None]
+
+
+def backfill_progress(admin: IntegrationAdmin, live: bool) -> None:
+    """A progress bar per flow's latest backfill, re-read each time the fragment refreshes; once none
+    is running any more, the whole page reruns so the refreshing stops."""
+    found = latest_backfills(database(), admin)
+    if live and not any(p.status == "running" for p in found):
+        st.rerun()
+    for progress in found:
+        st.progress(progress.fraction, text=_progress_text(progress, admin.backfillable))
+        if progress.note:
+            st.caption(md_escape(progress.note))
+
+
+def _progress_text(progress: BackfillProgress, titles: dict[str, str]) -> str:
+    title = titles.get(progress.flow, progress.flow)
+    settled = progress.done + progress.failed + progress.skipped
+    of = "?" if progress.total is None else f"{progress.total:,}"
+    failed = f", {progress.failed:,} failed" if progress.failed else ""
+    return f"{title} · {progress.status} · {settled:,} of {of} records{failed} · started {format_time(progress.started_at)}"
+
+
+def _start_backfill(integration_id: int, flow: str, from_start: bool) -> None:
+    """Button callback: queue the backfill (the runner pages through it) or say why not."""
+    key = f"backfill_{integration_id}"
+    user = str(st.session_state.get(SESSION_USER) or "app")
+    try:
+        job = start_backfill(
+            database(), integration_id=integration_id, flow=flow, requested_by=user, from_start=from_start
+        )
+    except BackfillRefused as exc:
+        _set_flash(key, "error", str(exc))
+        return
+    _set_flash(key, "success", f"Backfill queued (job {job.id}); the runner pages through it from here.")
+
+
+# --- what an action said, for one render ------------------------------------------------------
+
+
+def _set_flash(key: str, kind: str, message: str, **extra: Any) -> None:
+    st.session_state[FLASH] = {"key": key, "kind": kind, "message": message, **extra}
+
+
+def _flash(key: str) -> None:
+    """Show, then forget, what the action behind `key` said."""
+    flash = st.session_state.get(FLASH)
+    if not flash or flash.get("key") != key:
+        return
+    del st.session_state[FLASH]
+    message = md_escape(flash["message"])
+    if flash["kind"] == "success":
+        st.success(message, icon=":material/check_circle:")
+    elif flash["kind"] == "secret":
+        st.warning(message, icon=":material/key:")
+        st.code(flash["secret"], language=None)
+    else:
+        st.error(message, icon=":material/error:")
+
+
+main()
