@@ -24,6 +24,10 @@ from storage.models import AuditAttempt, AuditRecord, Outcome
 
 EMPTY = "—"
 SHORT_ERROR = 90  # characters of an error message shown in a list cell
+AUDIT_PAGE_SIZE = 50  # records per page of the audit list
+# Records the audit page counts one by one. Beyond this it says "10,000+": an exact count walks every
+# matching index entry on every rerun, which over a million records is the slowest part of the page.
+COUNT_LIMIT = 10_000
 # Characters Markdown (and Streamlit's :colour[...] and :shortcode: extensions) gives a meaning to.
 MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~$:")
 
@@ -153,6 +157,59 @@ def outcome_counts(engine: Engine, filters: AuditFilter) -> dict[str, int]:
         else:
             counts[outcome] = count_records(engine, filters=replace(filters, outcome=outcome.value))
     return counts
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many records matched, counted up to a limit: `capped` means "at least `value`"."""
+
+    value: int
+    capped: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+
+def plural(count: int | Count, noun: str) -> str:
+    """`count` with `noun` agreeing: "1 failed record", "2 failed records", "10,000+ failed records"."""
+    counted = count if isinstance(count, Count) else Count(count)
+    return f"{counted} {noun if counted == Count(1) else noun + 's'}"
+
+
+@dataclass(frozen=True)
+class AuditCounts:
+    """The audit page's counts for one filter: all matches, and matches by outcome."""
+
+    total: Count
+    by_outcome: dict[str, Count]
+
+
+def capped_count(engine: Engine, filters: AuditFilter, *, limit: int = COUNT_LIMIT) -> Count:
+    """The records in `filters`, counted no further than `limit`."""
+    counted = count_records(engine, filters=filters, limit=limit + 1)
+    return Count(min(counted, limit), capped=counted > limit)
+
+
+def audit_counts(engine: Engine, filters: AuditFilter, *, limit: int = COUNT_LIMIT) -> AuditCounts:
+    """Everything the audit page counts for `filters`, each count stopping at `limit`.
+
+    Outcomes the filter excludes count zero without a query; with an outcome picked, the total is that
+    outcome's count.
+    """
+    by_outcome = {
+        outcome.value: (
+            capped_count(engine, replace(filters, outcome=outcome.value), limit=limit)
+            if filters.outcome in (None, outcome)
+            else Count(0)
+        )
+        for outcome in Outcome
+    }
+    total = (
+        by_outcome[filters.outcome]
+        if filters.outcome in by_outcome
+        else capped_count(engine, filters, limit=limit)
+    )
+    return AuditCounts(total=total, by_outcome=by_outcome)
 
 
 def record_rows(records: Iterable[AuditRecord], integration_names: Mapping[int, str]) -> list[dict[str, Any]]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Select
 from streamlit.testing.v1 import AppTest
 
-from pages._ui import excerpt_for_display, md_code, md_escape, shorten
-from storage.audit import write_record
+from pages._ui import COUNT_LIMIT, Count, audit_counts, excerpt_for_display, md_code, md_escape, shorten
+from storage.audit import AuditFilter, count_query, list_query, write_record
 from storage.crud import create_integration
 from storage.crypto import get_vault
 from storage.models import AuditRecord, Outcome
@@ -306,3 +308,136 @@ def test_shorten_keeps_first_line_within_limit(text: str | None, short: str) -> 
 def test_excerpt_for_display_pretty_prints_json_and_keeps_cut_bodies() -> None:
     assert excerpt_for_display('{"a": 1}') == ('{\n  "a": 1\n}', "json")
     assert excerpt_for_display('{"a": [1, 2') == ('{"a": [1, 2', None)
+
+
+def add_records(seeded: SeededAudit, count: int, **fields: Any) -> None:
+    """`count` more records in one statement, a second apart, older than the seeded ones."""
+    table = AuditRecord.__table__
+    start = utcnow() - timedelta(days=2)
+    values = {
+        "integration_id": seeded.integration_id,
+        "flow": "customer_account",
+        "source_system": "netsuite",
+        "target_system": "zuora",
+        "outcome": Outcome.SUCCEEDED,
+        **fields,
+    }
+    rows = [
+        {**values, "source_id": f"many-{n}", "started_at": start + timedelta(seconds=n)} for n in range(count)
+    ]
+    with seeded.engine.begin() as connection:
+        connection.execute(table.insert(), rows)
+
+
+def test_audit_page_counts_stop_at_the_limit_and_say_so(seeded_audit: SeededAudit) -> None:
+    add_records(seeded_audit, COUNT_LIMIT)  # succeeded: with the seeded three, one more than the limit
+    at = open_app()
+    at.selectbox(key="audit_range").set_value("All time").run()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"In filter": "10,000+", "Succeeded": "10,000+", "Retrying": "1", "Failed": "1"}
+    assert "Showing 1–50 of 10,000+, newest first. The list stops at the newest 10,000" in texts(at)
+    at.pagination[0].select(COUNT_LIMIT // 50).run()
+    assert "Showing 9,951–10,000 of 10,000+" in texts(at)
+
+
+def test_audit_counts_are_exact_below_the_limit(seeded_audit: SeededAudit) -> None:
+    counts = audit_counts(seeded_audit.engine, AuditFilter(), limit=2)
+
+    assert counts.total == Count(2, capped=True)
+    assert counts.by_outcome == {"succeeded": Count(1), "retrying": Count(1), "failed": Count(1)}
+    assert [str(counts.total), str(Count(1234))] == ["2+", "1,234"]
+
+
+def test_audit_page_system_filter_matches_either_side(seeded_audit: SeededAudit) -> None:
+    add_records(seeded_audit, 1, source_system="zoho", target_system="netsuite", flow="zoho_change")
+    at = open_app()
+    at.selectbox(key="audit_range").set_value("All time").run()
+
+    at.selectbox(key="audit_system").set_value("zoho").run()
+    assert [str(s) for s in at.dataframe[0].value["source_id"]] == ["many-0"]
+    at.selectbox(key="audit_system").set_value("zuora").run()
+    assert len(listed_ids(at)) == 3
+
+
+def test_audit_page_custom_dates_bound_the_list(seeded_audit: SeededAudit) -> None:
+    add_records(seeded_audit, 1)  # two days ago
+    at = open_app()
+    at.selectbox(key="audit_range").set_value("Custom dates").run()
+    two_days_ago = (utcnow() - timedelta(days=2)).date()
+
+    at.date_input(key="audit_dates").set_value((two_days_ago, two_days_ago)).run()
+
+    assert [str(s) for s in at.dataframe[0].value["source_id"]] == ["many-0"]
+
+
+def explain(engine: Engine, query: Select[Any]) -> list[str]:
+    """SQLite's plan for `query`, one line per step."""
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        return [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+
+
+WEEK_AGO = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        (AuditFilter(since=WEEK_AGO), "ix_audit_started"),
+        (AuditFilter(since=WEEK_AGO, until=WEEK_AGO + timedelta(days=1)), "ix_audit_started"),
+        (AuditFilter(outcome="failed", since=WEEK_AGO), "ix_audit_outcome_started"),
+        (AuditFilter(flow="invoice", since=WEEK_AGO), "ix_audit_flow_started"),
+        (AuditFilter(integration_id=2, since=WEEK_AGO), "ix_audit_integration_started"),
+        (AuditFilter(error_class="bug", since=WEEK_AGO), "ix_audit_error_class_started"),
+        (AuditFilter(source_id="1001", since=WEEK_AGO), "ix_audit_source_started"),
+        (AuditFilter(outcome="failed"), "ix_audit_outcome_started"),
+    ],
+)
+def test_audit_filters_are_served_by_an_index_in_page_order(
+    seeded_audit: SeededAudit, filters: AuditFilter, index: str
+) -> None:
+    page = explain(seeded_audit.engine, list_query(filters, limit=50, offset=100))
+    count = explain(seeded_audit.engine, count_query(filters, limit=COUNT_LIMIT + 1))
+
+    # The page is read off the index in newest-first order (no sort step), the count off the index alone.
+    assert [line for line in page if "auditrecord" in line] == [
+        line for line in page if f"USING INDEX {index}" in line
+    ]
+    assert not any("TEMP B-TREE" in line for line in page), page
+    assert any(f"USING COVERING INDEX {index}" in line for line in count), count
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        (AuditFilter(outcome="succeeded", source_id="1001"), "ix_audit_source_started"),
+        (
+            AuditFilter(outcome="failed", integration_id=1, source_id="1001", since=WEEK_AGO),
+            "ix_audit_source_started",
+        ),
+        (AuditFilter(outcome="failed", target_id="A00000042"), "ix_auditrecord_target_id"),
+        (AuditFilter(outcome="failed", flow="invoice", error_class="remote"), "ix_audit_error_class_started"),
+        (AuditFilter(outcome="failed", integration_id=1, flow="invoice"), "ix_audit_flow_started"),
+    ],
+)
+def test_audit_filters_combined_take_the_most_selective_index(
+    seeded_audit: SeededAudit, filters: AuditFilter, index: str
+) -> None:
+    # SQLite has no statistics here: the likelihood hints alone keep it off the outcome index, which
+    # would walk every failed (or succeeded) record to find one source record's.
+    for query in (list_query(filters, limit=50), count_query(filters, limit=COUNT_LIMIT + 1)):
+        plan = explain(seeded_audit.engine, query)
+        assert any(f"INDEX {index} " in line for line in plan), plan
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [AuditFilter(target_id="A00000042"), AuditFilter(system="zoho", since=WEEK_AGO), AuditFilter()],
+)
+def test_audit_filters_without_their_own_index_still_read_one(
+    seeded_audit: SeededAudit, filters: AuditFilter
+) -> None:
+    page = explain(seeded_audit.engine, list_query(filters, limit=50))
+
+    assert all("INDEX" in line for line in page if "auditrecord" in line), page

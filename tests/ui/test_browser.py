@@ -1,13 +1,17 @@
 """The audit page in a real headless Chromium: `streamlit run app.py` on a seeded database, driven by Playwright.
 
-Needs Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`): skipped without it, failed
-without it under CI. A screenshot of the page with the failed record open is kept in the test's
-tmp_path and at /tmp/audit_page.png.
+The browser signs in as the admin (when the app has sign-in), opens the audit page, picks the failed
+record, replays it, then replays the filtered failures in bulk. Needs Debian's chromium at
+/usr/bin/chromium (`apt-get install -y chromium`): skipped without it, failed without it under CI. A
+screenshot of the page with the failed record open is kept in the test's tmp_path and at
+/tmp/audit_page.png.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +24,11 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
 
+from storage.db import session_scope
+from storage.models import Job, JobKind
 from tests.support.live import wait_for
 from tests.ui.conftest import (
     FAILED_ERROR,
@@ -52,6 +60,8 @@ SCREENSHOT_COPY = Path("/tmp/audit_page.png")
 GRID_HEADER_HEIGHT = 35
 GRID_ROW_HEIGHT = 35
 GRID_CHECKBOX_X = 15
+ADMIN = "admin"
+ADMIN_PASSWORD = "a long browser-test passphrase"  # a throwaway account in a throwaway database
 
 
 @pytest.fixture
@@ -120,6 +130,41 @@ def _healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> bool
         return False
 
 
+def create_admin(engine: Engine) -> bool:
+    """The admin account the browser signs in with, when the app has sign-in (storage.users)."""
+    if importlib.util.find_spec("storage.users") is None:
+        return False
+    from storage.users import create_user
+
+    create_user(engine, username=ADMIN, password=ADMIN_PASSWORD, is_admin=True)
+    return True
+
+
+def open_audit_page(page: Page, url: str) -> None:
+    """Open the app, sign in when it asks, then follow the sidebar to the audit log (/audit).
+
+    The app is entered at its root: until app.py has run once, Streamlit serves /audit from the `pages/`
+    folder without app.py (and its sign-in), and a fresh page load is a fresh session that must sign in
+    again, so /audit is reached by its sidebar link within the signed-in session.
+    """
+    page.goto(url)
+    sign_in = page.get_by_role("button", name="Sign in")
+    audit_link = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Audit log")
+    expect(sign_in.or_(audit_link).first).to_be_visible()
+    if sign_in.is_visible():
+        page.get_by_role("textbox", name="Username").fill(ADMIN)
+        page.get_by_role("textbox", name="Password").fill(ADMIN_PASSWORD)
+        sign_in.click()
+    audit_link.click()
+    expect(page).to_have_url(f"{url}/audit")
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+
+
+def replay_jobs(engine: Engine) -> list[Job]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(Job).where(col(Job.kind) == JobKind.REPLAY).order_by(col(Job.id))))
+
+
 def grid_cell(grid: Locator, text: str) -> Locator:
     """Cells of `grid` showing exactly `text`.
 
@@ -145,9 +190,10 @@ def screenshot_whole_page(page: Page, path: Path) -> None:
     page.screenshot(path=str(path), full_page=True)
 
 
-def test_browser_audit_page_shows_failed_record_detail(
+def test_browser_audit_page_shows_failed_record_detail_and_replays_it(
     seeded_audit: SeededAudit, chromium: Path, tmp_path: Path
 ) -> None:
+    create_admin(seeded_audit.engine)
     with (
         streamlit_app(tmp_path / "streamlit.log") as url,
         sync_playwright() as playwright,
@@ -157,7 +203,7 @@ def test_browser_audit_page_shows_failed_record_detail(
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(UI_TIMEOUT)
             expect.set_options(timeout=UI_TIMEOUT)
-            page.goto(url)
+            open_audit_page(page, url)
             table = page.get_by_test_id("stDataFrame").first
             expect(grid_cell(table, SUCCEEDED_SOURCE_ID)).to_have_count(1)
             expect(grid_cell(table, FAILED_SOURCE_ID)).to_have_count(1)
@@ -168,7 +214,7 @@ def test_browser_audit_page_shows_failed_record_detail(
 
             detail = page.get_by_text(f"Record #{seeded_audit.failed_id} · customer_account")
             expect(detail).to_be_visible()
-            expect(page).to_have_url(f"{url}/?record={seeded_audit.failed_id}")
+            expect(page).to_have_url(re.compile(rf"/audit\?record={seeded_audit.failed_id}$"))
             expect(page.get_by_test_id("stAlertContentError")).to_contain_text(FAILED_ERROR)
             expect(page.get_by_test_id("stJson").first).to_contain_text("Atlantis")
 
@@ -183,8 +229,22 @@ def test_browser_audit_page_shows_failed_record_detail(
             attempts = page.get_by_test_id("stDataFrame").nth(1)
             expect(grid_cell(attempts, "https://rest.zuora.com/v1/accounts")).to_have_count(1)
 
+            page.get_by_text("Map the stored source again with the current mapping").click()
+            page.get_by_role("button", name="Replay", exact=True).click()
+            expect(page.get_by_text(re.compile(r"Replay queued as job #\d+"))).to_be_visible()
+            [job] = replay_jobs(seeded_audit.engine)
+            assert job.payload["replay_of"] == seeded_audit.failed_id and job.payload["mode"] == "remap"
+
             screenshot = tmp_path / "audit_page.png"
             screenshot_whole_page(page, screenshot)
             shutil.copyfile(screenshot, SCREENSHOT_COPY)
+            page.set_viewport_size(VIEWPORT)
+
+            page.get_by_role("button", name="Count the failures to replay…").click()
+            expect(page.get_by_text("1 failed record in this filter")).to_be_visible()
+            page.get_by_role("button", name="Replay 1 source record").click()
+            expect(page.get_by_test_id("stProgress")).to_contain_text("Enqueued 1 of 1 replays")
+            expect(page.get_by_text("Enqueued 1 replay job;", exact=False)).to_be_visible()
+            assert len(replay_jobs(seeded_audit.engine)) == 2
         finally:
             browser.close()
