@@ -1,7 +1,7 @@
 """The ml-connector web app: `streamlit run app.py`.
 
-This file only sets the page up and routes to pages/. The database is prepared once per process by
-`pages._ui.database()` (migrations to head, then the shared engine); each page asks for it again, which
+This file only sets the page up and routes to views/. The database is prepared once per process by
+`views._ui.database()` (migrations to head, then the shared engine); each page asks for it again, which
 costs nothing after the first run.
 """
 
@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._auth import require_login
-from pages._ui import database, database_kind
+from views._auth import require_login
+from views._ui import database, database_kind
 
 
 def navigation_pages() -> dict[str, list[st.Page]]:
     """The pages by sidebar section, in order; adding a page is one line here."""
     return {
         "Operate": [
-            st.Page("pages/health.py", title="Health", icon=":material/monitor_heart:", default=True),
-            st.Page("pages/audit.py", title="Audit log", icon=":material/receipt_long:"),
+            st.Page("views/health.py", title="Health", icon=":material/monitor_heart:", default=True),
+            st.Page("views/audit.py", title="Audit log", icon=":material/receipt_long:"),
         ],
         "Set up": [
-            st.Page("pages/workspaces.py", title="Workspaces", icon=":material/workspaces:"),
-            st.Page("pages/onboarding.py", title="New integration", icon=":material/add_link:"),
-            st.Page("pages/connections.py", title="Connections", icon=":material/cable:"),
-            st.Page("pages/mappings.py", title="Mappings", icon=":material/schema:"),
+            st.Page("views/workspaces.py", title="Workspaces", icon=":material/workspaces:"),
+            st.Page("views/onboarding.py", title="New integration", icon=":material/add_link:"),
+            st.Page("views/connections.py", title="Connections", icon=":material/cable:"),
+            st.Page("views/mappings.py", title="Mappings", icon=":material/schema:"),
         ],
     }
 

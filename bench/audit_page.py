@@ -5,8 +5,8 @@ realistic audit records — six flows over two integrations, 90 days, ~90 % succ
 each — generated inside the database by one INSERT … SELECT over a number series, with the audit indexes
 built after the load, as a bulk load would. Then measures:
 
-* the page's key queries alone (the same storage calls with the same arguments as pages/audit.py), and
-* the page's time to first render: `AppTest.from_file("pages/audit.py").run()`, i.e. the whole script
+* the page's key queries alone (the same storage calls with the same arguments as views/audit.py), and
+* the page's time to first render: `AppTest.from_file("views/audit.py").run()`, i.e. the whole script
   run server-side with every query and the element tree it sends (no browser paint), cold (the first
   run in this process, which also imports pandas and Streamlit's widgets) and warm (a fresh session
   each time, as a second visitor), plus the interactions a reader makes next.
@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/audit_page.py` as well as `python -m bench.audit_page`
     sys.path.insert(0, str(REPO))
 
-from pages._ui import AUDIT_PAGE_SIZE, COUNT_LIMIT, audit_counts  # noqa: E402
 from runner.replay import plan  # noqa: E402
 from storage.audit import (  # noqa: E402
     AuditFilter,
@@ -57,6 +56,7 @@ from storage.db import make_engine  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import AuditRecord, Outcome  # noqa: E402
 from storage.types import utcnow  # noqa: E402
+from views._ui import AUDIT_PAGE_SIZE, COUNT_LIMIT, audit_counts  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "audit_page.json"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -383,9 +383,9 @@ def render_timings(url: str, data_dir: Path, repeat: int) -> dict[str, Timing]:
     """The audit page's time to first render through AppTest, then the next interactions."""
     from streamlit.testing.v1 import AppTest
 
-    from pages._auth import SESSION_USER
+    from views._auth import SESSION_USER
 
-    page = str(REPO / "pages" / "audit.py")
+    page = str(REPO / "views" / "audit.py")
 
     def checked(at: Any) -> Any:
         if at.exception:
@@ -408,7 +408,7 @@ def render_timings(url: str, data_dir: Path, repeat: int) -> dict[str, Timing]:
 
         try:
             results["through app.py: switch to the audit page"] = timed_step(
-                signed_in_app, lambda: checked(apps[0].switch_page("pages/audit.py").run()), repeat
+                signed_in_app, lambda: checked(apps[0].switch_page("views/audit.py").run()), repeat
             )
         except Exception as exc:  # another page's failure must not hide this page's numbers
             print(f"through app.py: not measured ({exc})", file=sys.stderr)

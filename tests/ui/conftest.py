@@ -17,7 +17,6 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
-from pages._auth import SESSION_USER
 from storage.audit import write_record
 from storage.crud import create_connection, create_integration, create_workspace
 from storage.crypto import get_vault
@@ -26,6 +25,7 @@ from storage.migrate import upgrade
 from storage.models import AuditRecord, Outcome
 from storage.settings import get_settings
 from storage.types import utcnow
+from views._auth import SESSION_USER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = REPO_ROOT / "app.py"

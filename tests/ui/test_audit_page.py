@@ -1,4 +1,4 @@
-"""The audit page through Streamlit's AppTest: the real app.py and pages/audit.py against a seeded SQLite."""
+"""The audit page through Streamlit's AppTest: the real app.py and views/audit.py against a seeded SQLite."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 from streamlit.testing.v1 import AppTest
 
-from pages._ui import COUNT_LIMIT, Count, audit_counts, excerpt_for_display, md_code, md_escape, shorten
 from storage.audit import AuditFilter, count_query, list_query, write_record
 from storage.crud import create_integration
 from storage.crypto import get_vault
@@ -27,6 +26,7 @@ from tests.ui.conftest import (
     SeededAudit,
     signed_in,
 )
+from views._ui import COUNT_LIMIT, Count, audit_counts, excerpt_for_display, md_code, md_escape, shorten
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
 
@@ -34,7 +34,7 @@ RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the dat
 def open_app() -> AppTest:
     """The app as a browser would first see it (the audit page is the default page)."""
     at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
-    at.switch_page("pages/audit.py").run()
+    at.switch_page("views/audit.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

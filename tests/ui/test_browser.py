@@ -143,9 +143,8 @@ def create_admin(engine: Engine) -> bool:
 def open_audit_page(page: Page, url: str) -> None:
     """Open the app, sign in when it asks, then follow the sidebar to the audit log (/audit).
 
-    The app is entered at its root: until app.py has run once, Streamlit serves /audit from the `pages/`
-    folder without app.py (and its sign-in), and a fresh page load is a fresh session that must sign in
-    again, so /audit is reached by its sidebar link within the signed-in session.
+    The app is entered at its root: a fresh page load is a fresh session that must sign in again, so
+    /audit is reached by its sidebar link within the signed-in session.
     """
     page.goto(url)
     sign_in = page.get_by_role("button", name="Sign in")

@@ -1,4 +1,4 @@
-"""The Connections page through Streamlit's AppTest: the real app.py and pages/connections.py on SQLite,
+"""The Connections page through Streamlit's AppTest: the real app.py and views/connections.py on SQLite,
 its re-ping going over HTTP to the sandbox emulators, rotation and backfill through its buttons."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.support.live import serve
 from tests.ui.conftest import APP_PATH, SeededAudit, signed_in
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
-PAGE = "pages/connections.py"
+PAGE = "views/connections.py"
 
 
 def open_page() -> AppTest:
@@ -90,7 +90,7 @@ def test_connections_page_lists_each_connection_and_integration(seeded_audit: Se
     assert "NetSuite production" in shown and "Zuora US" in shown
     assert shown.count("never pinged") == 2
     assert "NetSuite shared secret: set" in shown and "Zuora callout HMAC secret: set" in shown
-    assert {b.key for b in at.button} == {
+    assert {b.key for b in at.main.button} == {
         *(f"ping_{i}" for i in seeded_audit.connection_ids),
         f"rotate_{seeded_audit.integration_id}",
         f"backfill_{seeded_audit.integration_id}",

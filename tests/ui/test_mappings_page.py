@@ -1,4 +1,4 @@
-"""The mappings page through Streamlit's AppTest: the real app.py and pages/mappings.py on a SQLite file.
+"""The mappings page through Streamlit's AppTest: the real app.py and views/mappings.py on a SQLite file.
 
 Cell edits reach a data editor the way the browser sends them: as its edit state (edited_rows,
 added_rows, deleted_rows) in the session before a run.
@@ -33,7 +33,7 @@ TARGETS = [rule["target"] for rule in DEFAULT_MAPPING["fields"]]
 
 def open_page() -> AppTest:
     at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
-    at.switch_page("pages/mappings.py").run()
+    at.switch_page("views/mappings.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -1,4 +1,4 @@
-"""The new-integration wizard through Streamlit's AppTest: the real app.py and pages/onboarding.py against a
+"""The new-integration wizard through Streamlit's AppTest: the real app.py and views/onboarding.py against a
 test database and the sandbox emulators over HTTP."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.ui.conftest import APP_PATH, signed_in
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
 PUBLIC_URL = "https://runner.example.test"
-# From pages/onboarding.py, which cannot be imported here: a page module draws itself when imported.
+# From views/onboarding.py, which cannot be imported here: a page module draws itself when imported.
 WIZARD = "onb"
 SAVED_SECRET = "saved — enter a new value to replace"
 
@@ -54,7 +54,7 @@ def open_wizard(wizard: dict[str, Any] | None = None) -> AppTest:
     if wizard is not None:
         at.session_state[WIZARD] = wizard
     at.run()
-    at.switch_page("pages/onboarding.py").run()
+    at.switch_page("views/onboarding.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -26,7 +26,7 @@ RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the dat
 
 def open_app() -> AppTest:
     at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
-    at.switch_page("pages/audit.py").run()
+    at.switch_page("views/audit.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

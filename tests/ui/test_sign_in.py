@@ -11,11 +11,11 @@ from argon2 import PasswordHasher
 from streamlit.testing.v1 import AppTest
 
 import storage.users as users
-from pages._auth import SESSION_USER, failure_message
 from storage.db import get_engine
 from storage.migrate import upgrade
 from storage.users import LOCKOUT_AFTER, AuthResult, AuthStatus, create_user
 from tests.ui.conftest import APP_PATH, signed_in
+from views._auth import SESSION_USER, failure_message
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
 PASSWORD = "correct horse battery"
@@ -184,17 +184,10 @@ def test_failure_message_tells_when_to_try_again(
     assert failure_message(result, now=NOW) == expected
 
 
-# Streamlit runs a `pages/` folder beside the main script as an old-style multipage app (every script in
-# it a page of its own, app.py skipped) until the process's first `st.navigation` call; AppTest resets
-# that before every run. So a run after the first goes straight to the page script and these fail until
-# the folder is renamed. The same hole lets a freshly started server show /audit to anyone until someone
-# opens the app's root.
-PAGES_FOLDER_BYPASS = pytest.mark.xfail(
-    strict=True, reason="pages/ is run as an old-style multipage folder: rename it so app.py always runs"
-)
+# The page scripts live in views/, not pages/: Streamlit runs a `pages/` folder beside the main script as
+# pages of their own (app.py and its sign-in skipped) until the process's first st.navigation call.
 
 
-@PAGES_FOLDER_BYPASS
 def test_signing_out_shows_the_sign_in_form_again(with_admin: str) -> None:
     at = sign_in(open_app(), "admin", PASSWORD)
 
@@ -205,10 +198,9 @@ def test_signing_out_shows_the_sign_in_form_again(with_admin: str) -> None:
     assert not shows_the_app(at)
 
 
-@PAGES_FOLDER_BYPASS
 def test_no_page_runs_without_a_signed_in_session(with_admin: str) -> None:
     at = sign_in(open_app(), "admin", PASSWORD)
-    at.switch_page("pages/audit.py").run()
+    at.switch_page("views/audit.py").run()
     assert titles(at) == ["Audit log"]
 
     del at.session_state[SESSION_USER]  # the session no longer has a user: an expired or new session
@@ -220,7 +212,7 @@ def test_no_page_runs_without_a_signed_in_session(with_admin: str) -> None:
 
 def test_a_signed_in_session_reaches_the_pages(with_admin: str) -> None:
     at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
-    at.switch_page("pages/audit.py").run()
+    at.switch_page("views/audit.py").run()
 
     assert titles(at) == ["Audit log"]
 

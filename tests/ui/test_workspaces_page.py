@@ -1,4 +1,4 @@
-"""The workspaces page through Streamlit's AppTest: the real app.py and pages/workspaces.py on SQLite."""
+"""The workspaces page through Streamlit's AppTest: the real app.py and views/workspaces.py on SQLite."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from storage.db import get_engine
 from tests.ui.conftest import APP_PATH, SeededAudit, signed_in
 
 RUN_TIMEOUT = 30.0  # seconds; the first run imports pandas and migrates the database
-# From pages/workspaces.py, which cannot be imported here: a page module draws itself when imported.
+# From views/workspaces.py, which cannot be imported here: a page module draws itself when imported.
 NO_WORKSPACES = (
     "No workspaces yet: create one below, or start the New integration wizard, which makes one too."
 )
@@ -17,7 +17,7 @@ NO_WORKSPACES = (
 
 def open_page() -> AppTest:
     at = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)).run()
-    at.switch_page("pages/workspaces.py").run()
+    at.switch_page("views/workspaces.py").run()
     return check(at)
 
 

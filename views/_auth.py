@@ -20,7 +20,6 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from pages._ui import format_time
 from storage.types import utcnow
 from storage.users import (
     AuthResult,
@@ -31,6 +30,7 @@ from storage.users import (
     has_users,
     new_account_problems,
 )
+from views._ui import format_time
 
 SESSION_USER = "user"  # st.session_state key holding the signed-in user's name
 DEFAULT_ADMIN = "admin"
@@ -55,9 +55,8 @@ def require_login(engine: Engine) -> str | None:
         _sign_out_button(sso=False)
         return str(user)
     form = _sign_in_form if has_users(engine) else _first_start_form
-    # Signed out, the form is the only page registered, whatever page the URL names. Calling
-    # st.navigation here also ends, for the whole process, Streamlit's habit of running a `pages/` folder
-    # beside the main script as pages of their own (app.py skipped) until the first st.navigation call.
+    # Signed out, the form is the only page registered, whatever page the URL names. (The page scripts
+    # live in views/, not pages/, which Streamlit would serve on their own, without app.py.)
     page = st.navigation(
         [st.Page(_page(form, engine), title="Sign in", url_path="sign-in")], position="hidden"
     )

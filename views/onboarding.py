@@ -21,13 +21,13 @@ from sqlalchemy.engine import Engine
 from connectors.errors import ConfigurationError
 from connectors.registry import default_base_url
 from connectors.spec import CredentialField
-from pages._ui import database, format_time, md_code, md_escape
 from runner import onboarding
 from runner import onboarding_webhooks as webhooks
 from runner.onboarding import BASE_URL, NAME, PAIRS, InputError
 from storage import crud
 from storage.crypto import Vault, get_vault
 from storage.settings import get_settings
+from views._ui import database, format_time, md_code, md_escape
 
 WIZARD = "onb"  # st.session_state key of the wizard's state; widget keys start with "onb_"
 STEPS = ("Pair", "Credentials", "Ping", "Mappings", "Webhooks", "Activate")
@@ -320,7 +320,7 @@ def step_mappings(engine: Engine, vault: Vault, wizard: dict[str, Any]) -> None:
     for review in onboarding.flow_reviews(wizard["pair"]):
         st.markdown(f"**{md_escape(review.title)}** · {md_code(review.name)}")
         st.dataframe(pd.DataFrame(review.rows), hide_index=True, width="stretch")
-    st.page_link("pages/mappings.py", label="Mappings page", icon=":material/schema:")
+    st.page_link("views/mappings.py", label="Mappings page", icon=":material/schema:")
     created = wizard["integration_id"] is not None
     if not nav(wizard, forward="Continue" if created else "Create the integration (paused)"):
         return
@@ -461,8 +461,8 @@ def step_activate(engine: Engine, vault: Vault, wizard: dict[str, Any]) -> None:
             st.markdown(f"{icon} {md_escape(onboarding.spec_of(connection.system).title)} {ok}")
     if integration.active:
         st.success("Active: the runner syncs changes from now on.", icon=":material/check_circle:")
-        st.page_link("pages/workspaces.py", label="Workspaces", icon=":material/workspaces:")
-        st.page_link("pages/audit.py", label="Audit log", icon=":material/receipt_long:")
+        st.page_link("views/workspaces.py", label="Workspaces", icon=":material/workspaces:")
+        st.page_link("views/audit.py", label="Audit log", icon=":material/receipt_long:")
         if st.button("Set up another integration", key="onb_restart"):
             for key in [k for k in st.session_state if str(k).startswith(WIZARD)]:
                 del st.session_state[key]

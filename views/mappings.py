@@ -18,8 +18,6 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from pages._auth import SESSION_USER
-from pages._ui import EMPTY, database, format_time, md_code, md_escape
 from runner import mapping_admin as admin
 from runner.mapping_rows import COLUMNS, FLAG_COLUMNS, main_param, step_syntax
 from runner.mapping_transforms import TRANSFORMS
@@ -28,6 +26,8 @@ from storage.crypto import get_vault
 from storage.lookups import lookup_versions
 from storage.models import IntegrationPublic
 from storage.settings import get_settings
+from views._auth import SESSION_USER
+from views._ui import EMPTY, database, format_time, md_code, md_escape
 
 FLASH = "mappings_flash"  # a message to show once, after the rerun that follows a save
 GENERATION = "mappings_generation"  # bumped by "Discard edits": every editor starts again from its base

@@ -13,7 +13,6 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from pages._ui import OUTCOME_STYLES, database, format_time, md_code, shorten
 from runner.health import (
     STALE_AFTER_BEATS,
     ChannelStatus,
@@ -33,6 +32,7 @@ from runner.health import channel_overview as list_channels
 from storage.crud import list_integrations
 from storage.models import Outcome
 from storage.settings import get_settings
+from views._ui import OUTCOME_STYLES, database, format_time, md_code, shorten
 
 LIVE_REFRESH = 10.0  # seconds between refreshes of the runner and queue figures while "Live" is on
 PAYMENTS_PAGE_SIZE = 25

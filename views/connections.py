@@ -13,8 +13,6 @@ from typing import Any
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from pages._auth import SESSION_USER
-from pages._ui import database, format_time, md_code, md_escape
 from runner.backfill import BackfillProgress, BackfillRefused, start_backfill
 from runner.backfill import backfill_progress as backfill_progress_of
 from runner.connection_admin import (
@@ -29,8 +27,10 @@ from runner.health import describe_duration, system_title
 from storage.crypto import get_vault
 from storage.settings import get_settings
 from storage.types import utcnow
+from views._auth import SESSION_USER
+from views._ui import database, format_time, md_code, md_escape
 
-ONBOARDING_PAGE = "pages/onboarding.py"
+ONBOARDING_PAGE = "views/onboarding.py"
 BACKFILL_REFRESH = 3.0  # seconds between progress refreshes while a backfill runs
 FLASH = "connections_flash"  # session key: what the last action said, shown on the next render only
 

@@ -19,7 +19,23 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from connectors.registry import SYSTEMS
-from pages._ui import (
+from runner.replay import (
+    REPLAY_BATCH_LIMIT,
+    BulkReplay,
+    ReplayMode,
+    ReplayPlan,
+    ReplayRefused,
+    plan,
+    replay_filtered,
+    replay_one,
+    replay_progress,
+    superseded_by,
+)
+from storage.audit import AuditFilter, get_record, has_records, list_records, replays_of
+from storage.crud import list_integrations
+from storage.models import AuditAttempt, AuditRecord, Outcome
+from storage.types import utcnow
+from views._ui import (
     AUDIT_PAGE_SIZE,
     COUNT_LIMIT,
     ERROR_CLASS_HINTS,
@@ -42,22 +58,6 @@ from pages._ui import (
     since_for,
     state_signature,
 )
-from runner.replay import (
-    REPLAY_BATCH_LIMIT,
-    BulkReplay,
-    ReplayMode,
-    ReplayPlan,
-    ReplayRefused,
-    plan,
-    replay_filtered,
-    replay_one,
-    replay_progress,
-    superseded_by,
-)
-from storage.audit import AuditFilter, get_record, has_records, list_records, replays_of
-from storage.crud import list_integrations
-from storage.models import AuditAttempt, AuditRecord, Outcome
-from storage.types import utcnow
 
 PAGE_SIZE = AUDIT_PAGE_SIZE  # records per page of the list
 RECORD_KEY = "record"  # also the query parameter that links to one record

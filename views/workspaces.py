@@ -10,10 +10,10 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from pages._ui import EMPTY, database, format_time, md_code, md_escape
 from runner import onboarding
 from runner.onboarding import InputError, IntegrationView, WorkspaceView
 from storage.models import ConnectionPublic
+from views._ui import EMPTY, database, format_time, md_code, md_escape
 
 STATUS_BADGES = {
     "active": ":green-badge[:material/play_arrow: active]",
@@ -29,7 +29,7 @@ def main() -> None:
     engine = database()
     st.title("Workspaces")
     st.caption("One workspace per customer: its connections, and the integrations between them.")
-    st.page_link("pages/onboarding.py", label="New integration", icon=":material/add_link:")
+    st.page_link("views/onboarding.py", label="New integration", icon=":material/add_link:")
     overview = onboarding.workspaces_overview(engine)
     if not overview:
         st.info(NO_WORKSPACES, icon=":material/workspaces:")
