@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
+from sqlalchemy.engine import Engine
 
 from connectors.sandbox import DEFAULT_PORTS, SandboxCredentials
 from demo.wiring import wire
 from storage import migrate
 from storage.crypto import get_vault
 from storage.settings import get_settings
+from storage.users import create_first_admin, has_users
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_DEADLINE = 60.0  # seconds for each child to come up
@@ -64,6 +67,25 @@ class Children:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+DEMO_ADMIN_FILE = "demo-admin-password"  # in the data directory, mode 0600
+
+
+def demo_admin(engine: Engine, data_dir: Path) -> str:
+    """The demo's admin password: made up and stored (0600) on the first demo start, read back after, so
+    the banner can say how to sign in. A database whose admin was made some other way is left alone."""
+    stored = data_dir / DEMO_ADMIN_FILE
+    if stored.exists():
+        return stored.read_text().strip()
+    if has_users(engine):
+        return "(the password you chose)"
+    password = secrets.token_urlsafe(12)
+    create_first_admin(engine, username="admin", password=password)
+    fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password
 
 
 def wait_until(ready: Callable[[], bool], children: Children, what: str) -> None:
@@ -122,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         from storage.db import get_engine
 
         wiring = wire(get_engine(), get_vault(), creds)
+        admin_password = demo_admin(get_engine(), settings.data_dir)
 
         children.start("runner", [python, "-m", "runner"], env)
         runner_url = f"http://{settings.runner_host}:{args.runner_port}"
@@ -154,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                 [
                     "",
                     "ml-connector is running (demo mode, emulated NetSuite, Zuora and Zoho CRM).",
-                    f"  Open the app:     {ui_url}",
+                    f"  Open the app:     {ui_url}   (sign in as admin / {admin_password})",
                     f"  Runner:           {runner_url}  (/healthz, /metrics)",
                     f"  NetSuite emulator {creds.netsuite_url}   Zuora emulator {creds.zuora_url}   "
                     f"Zoho emulator {creds.zoho_url}",

@@ -21,7 +21,7 @@ import pytest
 
 from connectors.sandbox import SandboxCredentials
 from tests.e2e.stack import create_customer_via_api
-from tests.support.browser import chromium_page
+from tests.support.browser import chromium_page, sign_in_and_follow
 from tests.support.live import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +40,7 @@ class Demo:
     ui_url: str
     credentials: SandboxCredentials
     output: Path
+    data_dir: Path
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             )
             assert process.poll() is None, output.read_text()
             credentials = SandboxCredentials.load(tmp_path / "data" / "sandbox.json")
-            yield Demo(f"http://127.0.0.1:{ports['ui']}", credentials, output)
+            yield Demo(f"http://127.0.0.1:{ports['ui']}", credentials, output, tmp_path / "data")
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -94,8 +95,10 @@ def test_start_command_brings_everything_up_and_syncs_a_new_customer(demo: Demo,
     print(f"customer {customer_id} reached Zuora {elapsed:.2f}s after it was created in NetSuite")
     assert accounts[0]["name"] == "Newcomer Labs"
 
+    password = (demo.data_dir / "demo-admin-password").read_text().strip()
+    assert f"sign in as admin / {password}" in printed  # the banner says how to get in
     with chromium_page() as page:
-        page.goto(demo.ui_url)
+        sign_in_and_follow(page, demo.ui_url, username="admin", password=password, link="Audit log")
         # The audit list is a canvas data grid; its cells are mirrored in an accessible table.
         page.locator("[role=gridcell]", has_text=customer_id).first.wait_for(state="attached", timeout=60_000)
         page.screenshot(path=str(tmp_path / "demo-audit.png"), full_page=True)

@@ -46,3 +46,22 @@ def chromium_page(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def sign_in_and_follow(page: Any, url: str, *, username: str, password: str, link: str) -> None:
+    """Open the app at its root, sign in when it asks, then follow the sidebar link named `link`.
+
+    A fresh page load is a fresh session that must sign in again, so pages are reached by their sidebar
+    links within the signed-in session rather than by URL.
+    """
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    sign_in = page.get_by_role("button", name="Sign in")
+    target = page.get_by_test_id("stSidebarNav").get_by_role("link", name=link)
+    expect(sign_in.or_(target).first).to_be_visible(timeout=60_000)
+    if sign_in.is_visible():
+        page.get_by_role("textbox", name="Username").fill(username)
+        page.get_by_role("textbox", name="Password").fill(password)
+        sign_in.click()
+    target.click()

@@ -29,6 +29,7 @@ from sqlmodel import col, select
 
 from storage.db import session_scope
 from storage.models import Job, JobKind
+from tests.support.browser import sign_in_and_follow
 from tests.support.live import wait_for
 from tests.ui.conftest import (
     FAILED_ERROR,
@@ -146,15 +147,7 @@ def open_audit_page(page: Page, url: str) -> None:
     The app is entered at its root: a fresh page load is a fresh session that must sign in again, so
     /audit is reached by its sidebar link within the signed-in session.
     """
-    page.goto(url)
-    sign_in = page.get_by_role("button", name="Sign in")
-    audit_link = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Audit log")
-    expect(sign_in.or_(audit_link).first).to_be_visible()
-    if sign_in.is_visible():
-        page.get_by_role("textbox", name="Username").fill(ADMIN)
-        page.get_by_role("textbox", name="Password").fill(ADMIN_PASSWORD)
-        sign_in.click()
-    audit_link.click()
+    sign_in_and_follow(page, url, username=ADMIN, password=ADMIN_PASSWORD, link="Audit log")
     expect(page).to_have_url(f"{url}/audit")
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
 
