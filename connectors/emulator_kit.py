@@ -6,9 +6,11 @@ An emulator is a `BaseEmulator` subclass (state + config) plus a Starlette app b
 shared `EmulatorMiddleware` wraps the app and does, for each request, what every system needs:
 
     /_emulator/...  test hooks: no auth, no faults, not logged
-    token endpoint  logged; faults only if `faults.include_token_endpoints`
-    API call        logged; system admission (`admit`, e.g. rate limits) -> concurrency gate ->
-                    injected latency -> injected failure (`fail_next`) -> the route
+    token endpoint  logged; `faults.token_latency`; other faults only if `faults.include_token_endpoints`
+    API call        logged; periodic token expiry (`faults.expire_tokens_every`) -> system admission
+                    (`admit`, e.g. rate limits) -> concurrency gate -> injected latency (fixed plus
+                    random) -> injected failure (`fail_next`, then the random `rate_429`/`rate_5xx`)
+                    -> the route
 
 Whatever is specific to one system (error shapes, headers, which paths are API calls) comes from
 the subclass's hook methods, so nothing here ever asks which system it is serving.
@@ -19,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +33,7 @@ from enum import Enum
 from typing import Any
 
 import httpx2
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,22 +132,46 @@ def redact_query(query: Mapping[str, str]) -> dict[str, str]:
 # Fault injection
 
 
-class Faults:
-    """Latency, scheduled failures and a concurrency cap, shared by the test thread and the server.
+RANDOM_5XX = (500, 502, 503, 504)  # what `rate_5xx` answers with, picked at random
 
-    `latency` (seconds) is added before answering each API call; `fail_next(status, count)` makes the
-    next `count` API calls answer `status` in the system's own error shape; `concurrency_limit` caps
-    API calls in flight (None = no cap). Token endpoints are exempt unless `include_token_endpoints`.
+
+class Faults:
+    """Latency, failures and a concurrency cap, shared by the test thread and the server.
+
+    Deterministic faults: `latency` (seconds) is added before answering each API call; `fail_next(status,
+    count)` makes the next `count` API calls answer `status` in the system's own error shape;
+    `concurrency_limit` caps API calls in flight (None = no cap).
+
+    Random faults, for load under a misbehaving system: `latency_jitter` adds a uniform random extra of up
+    to that many seconds; `rate_429` and `rate_5xx` answer that share of API calls (not already given a
+    `fail_next` status) with a 429 (the system's own, Retry-After included when the system sends one) or
+    one of RANDOM_5XX; `expire_tokens_every` (seconds) makes every issued token stop working that often,
+    counted from the first API call after it was set; `token_latency` (seconds) slows the token endpoint
+    down, and `tokens_in_flight` says how many token requests it is answering right now (a test kills a
+    client mid-refresh with it). `injected` counts the injected failures answered, by status; `expiries`
+    counts the periodic expiries.
+
+    Token endpoints are exempt from latency and failures unless `include_token_endpoints`.
     """
 
-    def __init__(self, *, concurrency_limit: int | None = None) -> None:
+    def __init__(self, *, concurrency_limit: int | None = None, seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._default_limit = concurrency_limit
+        self._random = random.Random(seed)
         self.latency = 0.0  # seconds
+        self.latency_jitter = 0.0  # seconds: up to this much more, uniform, per API call
         self.concurrency_limit = concurrency_limit
         self.include_token_endpoints = False
+        self.rate_429 = 0.0  # share of API calls answered 429
+        self.rate_5xx = 0.0  # share of API calls answered with one of RANDOM_5XX
+        self.token_latency = 0.0  # seconds added before a token endpoint answers
+        self.expire_tokens_every: float | None = None  # seconds; None: tokens live their full life
+        self.injected: Counter[int] = Counter()
+        self.expiries = 0
+        self._next_expiry: float | None = None  # epoch seconds of the next periodic expiry
         self._failures: list[int] = []
         self._in_flight = 0
+        self._tokens_in_flight = 0
 
     def fail_next(self, status: int, count: int = 1) -> None:
         """Make the next `count` API calls answer HTTP `status` (queued after earlier ones)."""
@@ -152,10 +180,53 @@ class Faults:
         with self._lock:
             self._failures.extend([status] * count)
 
-    def take_failure(self) -> int | None:
-        """Pop the next scheduled failure status, if any."""
+    def set_rates(self, *, rate_429: float | None = None, rate_5xx: float | None = None) -> None:
+        """Set the random failure shares (each 0..1, together at most 1); None keeps a share as it is."""
+        new_429 = self.rate_429 if rate_429 is None else float(rate_429)
+        new_5xx = self.rate_5xx if rate_5xx is None else float(rate_5xx)
+        if not (0.0 <= new_429 <= 1.0 and 0.0 <= new_5xx <= 1.0 and new_429 + new_5xx <= 1.0):
+            raise ValueError("rate_429 and rate_5xx are shares between 0 and 1 that add up to at most 1")
         with self._lock:
-            return self._failures.pop(0) if self._failures else None
+            self.rate_429, self.rate_5xx = new_429, new_5xx
+
+    def take_failure(self) -> int | None:
+        """The status this API call fails with: the next scheduled one, else a random draw, else None."""
+        with self._lock:
+            if self._failures:
+                status: int | None = self._failures.pop(0)
+            else:
+                draw = self._random.random()
+                if draw < self.rate_429:
+                    status = 429
+                elif draw < self.rate_429 + self.rate_5xx:
+                    status = self._random.choice(RANDOM_5XX)
+                else:
+                    status = None
+            if status is not None:
+                self.injected[status] += 1
+            return status
+
+    def delay(self) -> float:
+        """Seconds to wait before answering this API call: the fixed latency plus the random extra."""
+        with self._lock:
+            jitter = self._random.uniform(0.0, self.latency_jitter) if self.latency_jitter > 0 else 0.0
+        return self.latency + jitter
+
+    def expiry_due(self, now: float) -> bool:
+        """True once per `expire_tokens_every` seconds (the caller then expires every token)."""
+        with self._lock:
+            every = self.expire_tokens_every
+            if every is None:
+                self._next_expiry = None
+                return False
+            if self._next_expiry is None:
+                self._next_expiry = now + every
+                return False
+            if now < self._next_expiry:
+                return False
+            self._next_expiry = now + every
+            self.expiries += 1
+            return True
 
     @property
     def pending_failures(self) -> int:
@@ -166,6 +237,11 @@ class Faults:
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    @property
+    def tokens_in_flight(self) -> int:
+        with self._lock:
+            return self._tokens_in_flight
 
     def enter(self) -> bool:
         """Count one more API call in flight; False (and not counted) if that breaks the cap."""
@@ -179,15 +255,37 @@ class Faults:
         with self._lock:
             self._in_flight -= 1
 
+    def token_request(self, delta: int) -> None:
+        """Count a token request in (+1) or out (-1) of the endpoint."""
+        with self._lock:
+            self._tokens_in_flight += delta
+
     def configure(self, payload: Mapping[str, Any]) -> None:
-        """Apply the `/_emulator/faults` JSON; keys left out keep their value."""
+        """Apply the `/_emulator/faults` JSON (the attributes above, `fail_next`, and `seed` for a repeatable
+        random sequence); keys left out keep their value."""
         if "latency" in payload:
             self.latency = max(0.0, float(payload["latency"]))
+        if "latency_jitter" in payload:
+            self.latency_jitter = max(0.0, float(payload["latency_jitter"]))
         if "concurrency_limit" in payload:
             limit = payload["concurrency_limit"]
             self.concurrency_limit = None if limit is None else int(limit)
         if "include_token_endpoints" in payload:
             self.include_token_endpoints = bool(payload["include_token_endpoints"])
+        if "rate_429" in payload or "rate_5xx" in payload:
+            self.set_rates(rate_429=payload.get("rate_429"), rate_5xx=payload.get("rate_5xx"))
+        if "token_latency" in payload:
+            self.token_latency = max(0.0, float(payload["token_latency"]))
+        if "expire_tokens_every" in payload:
+            every = payload["expire_tokens_every"]
+            if every is not None and float(every) <= 0:
+                raise ValueError("expire_tokens_every is a number of seconds above 0, or null for never")
+            with self._lock:
+                self.expire_tokens_every = None if every is None else float(every)
+                self._next_expiry = None
+        if "seed" in payload:
+            with self._lock:
+                self._random.seed(payload["seed"])
         fail = payload.get("fail_next")
         if fail:
             self.fail_next(int(fail["status"]), int(fail.get("count", 1)))
@@ -196,17 +294,32 @@ class Faults:
         """Back to the constructor's configuration with nothing scheduled."""
         with self._lock:
             self._failures.clear()
-        self.latency = 0.0
+            self.injected.clear()
+            self.expiries = 0
+            self._next_expiry = None
+            self.rate_429 = self.rate_5xx = 0.0
+        self.latency = self.latency_jitter = self.token_latency = 0.0
+        self.expire_tokens_every = None
         self.concurrency_limit = self._default_limit
         self.include_token_endpoints = False
 
     def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            injected = {str(status): n for status, n in sorted(self.injected.items())}
         return {
             "latency": self.latency,
+            "latency_jitter": self.latency_jitter,
             "concurrency_limit": self.concurrency_limit,
             "include_token_endpoints": self.include_token_endpoints,
+            "rate_429": self.rate_429,
+            "rate_5xx": self.rate_5xx,
+            "token_latency": self.token_latency,
+            "expire_tokens_every": self.expire_tokens_every,
             "pending_failures": self.pending_failures,
             "in_flight": self.in_flight,
+            "tokens_in_flight": self.tokens_in_flight,
+            "injected": injected,
+            "expiries": self.expiries,
         }
 
 
@@ -480,19 +593,32 @@ class EmulatorMiddleware:
         if kind is RouteKind.HOOK:
             await self.app(scope, receive, send)
             return
+        faults = emulator.faults
+        if kind is RouteKind.API and faults.expiry_due(emulator.clock()):
+            emulator.expire_tokens()
         admission = Admission()
         if kind in (RouteKind.API, RouteKind.TOKEN):
             admission = emulator.admit(Request(scope), kind)
         send = self._logging_send(scope, send, admission.headers)
-        guarded = kind is RouteKind.API or (
-            kind is RouteKind.TOKEN and emulator.faults.include_token_endpoints
-        )
+        guarded = kind is RouteKind.API or (kind is RouteKind.TOKEN and faults.include_token_endpoints)
         if admission.response is not None:
             await admission.response(scope, receive, send)
-        elif not guarded:
-            await self.app(scope, receive, send)
-        else:
-            await self._guarded(scope, receive, send)
+            return
+        if kind is RouteKind.TOKEN:
+            faults.token_request(+1)
+        try:
+            if kind is RouteKind.TOKEN and faults.token_latency > 0:
+                await asyncio.sleep(faults.token_latency)
+            if guarded:
+                await self._guarded(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # The caller hung up before its body arrived (a client killed mid-request): nobody to answer.
+            return
+        finally:
+            if kind is RouteKind.TOKEN:
+                faults.token_request(-1)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         faults = self.emulator.faults
@@ -500,8 +626,9 @@ class EmulatorMiddleware:
             await self.emulator.busy_response()(scope, receive, send)
             return
         try:
-            if faults.latency > 0:
-                await asyncio.sleep(faults.latency)
+            delay = faults.delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
             status = faults.take_failure()
             if status is not None:
                 await self.emulator.fault_response(status)(scope, receive, send)

@@ -10,9 +10,11 @@ Everything a test here needs comes from three fixtures:
 - `fleet`: starts runner processes on that database and stops every one of them when the test ends,
   pass or fail (SIGTERM to all, then SIGKILL for any still alive after `STOP_GRACE`).
 
-Helpers at the bottom read the database as the runners left it: jobs by status, audit records, audited
-HTTP statuses. A test here proves a design.md invariant end to end, so it asserts on emulator and
-database state; a runner's log is read only to tell which runner did what.
+Helpers at the bottom read the database as the runners left it (jobs by status, audit records and their
+HTTP attempts, links), the emulators' state (Zuora accounts and Zoho records per source id) and a
+runner's /metrics (remote calls by system and status). A test here proves a design.md invariant end to
+end, so it asserts on emulator and database state; a runner's log is read only to tell which runner did
+what.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -38,7 +42,7 @@ from sqlmodel import Session, col, func, select
 from connectors.sandbox import Sandbox, build
 from demo.wiring import DemoWiring, wire
 from storage.crypto import Vault
-from storage.models import AuditAttempt, AuditRecord, Job, JobStatus
+from storage.models import AuditAttempt, AuditRecord, Job, JobStatus, Link
 from tests.support.live import serve, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -299,3 +303,67 @@ def accounts_by_crm_id(sandbox: Sandbox) -> Counter[str]:
 
 def elapsed(started: float) -> str:
     return f"{time.monotonic() - started:6.1f}s"
+
+
+@dataclass(frozen=True)
+class AuditedAttempt:
+    """One audited HTTP attempt with the job it was made for; `path` is the URL's path (no host)."""
+
+    job_id: int | None
+    record_id: int
+    seq: int
+    method: str
+    path: str
+    status: int | None
+    duration_ms: float
+    at: datetime
+
+
+def audited_attempts(engine: Engine, system: str) -> list[AuditedAttempt]:
+    """Every audited HTTP attempt to `system`, in the order each audit record made them.
+
+    A batch's shared call (a Zoho upsert) is audited once per record in it, so it appears here once per
+    record; `(path, status, at)` tells the copies of one call apart from another call.
+    """
+    with Session(engine) as session:
+        rows = session.exec(
+            select(AuditRecord.job_id, AuditAttempt)
+            .join(AuditRecord, col(AuditRecord.id) == col(AuditAttempt.audit_record_id))
+            .where(col(AuditAttempt.system) == system)
+            .order_by(col(AuditAttempt.audit_record_id), col(AuditAttempt.seq))
+        ).all()
+    return [
+        AuditedAttempt(
+            job_id, a.audit_record_id, a.seq, a.method, urlsplit(a.url).path, a.status, a.duration_ms, a.at
+        )
+        for job_id, a in rows
+    ]
+
+
+def linked_targets(engine: Engine, flow: str) -> dict[str, str]:
+    """Source id → target id for every link of `flow` that names its target (a finished write)."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Link.source_id, Link.target_id).where(
+                col(Link.flow) == flow, col(Link.target_id).is_not(None)
+            )
+        ).all()
+    return {source: str(target) for source, target in rows}
+
+
+def zoho_records_by_netsuite_id(sandbox: Sandbox, module: str = "Accounts") -> Counter[str]:
+    """How many Zoho records of `module` carry each NetSuite_Id: the ground truth for Zoho duplicates."""
+    return Counter(str(record.get("NetSuite_Id")) for record in sandbox.zoho.records(module))
+
+
+def remote_calls(runner: RunnerProcess) -> Counter[tuple[str, str]]:
+    """The runner's own count of HTTP calls by (system, status), read from its /metrics."""
+    text = httpx2.get(f"{runner.url}/metrics", timeout=10.0).text
+    calls: Counter[tuple[str, str]] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("mlc_remote_calls_total{"):
+            continue
+        labels, value = line[len("mlc_remote_calls_total{") :].rsplit("} ", 1)
+        parsed = dict(part.split("=", 1) for part in labels.split(","))
+        calls[(parsed["system"].strip('"'), parsed["status"].strip('"'))] = int(float(value))
+    return calls
