@@ -1,5 +1,10 @@
-"""The runner's Starlette app: webhook endpoints, /healthz, /metrics; workers and the scheduler in the
-lifespan."""
+"""The runner's Starlette app: webhook endpoints, /healthz, /metrics, /openapi.json (runner.openapi);
+workers and the scheduler in the lifespan.
+
+Every answer is JSON but /metrics: a path or method the app does not serve gets `{"error", "message"}`
+like a refused webhook (404 not_found, 405 method_not_allowed with its Allow header), and so does a bug
+(500 internal_error, the answer saying nothing of it).
+"""
 
 from __future__ import annotations
 
@@ -24,11 +29,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.http import Attempt
+from runner.openapi import describe
 from runner.scheduled import ScheduledWork
 from runner.services import Services
 from runner.webhooks import webhook_routes
@@ -179,16 +186,50 @@ def create_app(
         await to_thread.run_sync(metrics.refresh_from_database, engine)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(description)
+
+    routes = [
+        *webhook_routes(engine=engine, vault=vault, events=metrics.events, wake=partial(_wake, state)),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    description = describe(routes)  # fails here, at start, if a route is undocumented
     app = Starlette(
-        routes=[
-            *webhook_routes(engine=engine, vault=vault, events=metrics.events, wake=partial(_wake, state)),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.runner = state
     return app
+
+
+HTTP_ERRORS = {
+    404: ("not_found", "nothing is served at {path}; webhooks go to /webhooks/<netsuite|zuora|zoho>/<key>"),
+    405: ("method_not_allowed", "{path} does not take {method}; use {allow}"),
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 (and any other HTTPException) as `{"error", "message"}`, headers kept (Allow)."""
+    assert isinstance(exc, HTTPException)
+    code, template = HTTP_ERRORS.get(exc.status_code, ("http_error", "{detail}"))
+    message = template.format(
+        path=request.url.path[:200],
+        method=request.method,
+        allow=(exc.headers or {}).get("Allow", "another method"),
+        detail=exc.detail,
+    )
+    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: the answer names no detail of it (Starlette re-raises after answering, so the server
+    logs the traceback)."""
+    log.error("%s %s failed: %s", request.method, request.url.path[:200], type(exc).__name__)
+    message = "the runner failed to handle this request; it is logged, send it again later"
+    return JSONResponse({"error": "internal_error", "message": message}, status_code=500)
 
 
 def _ping_database(engine: Engine) -> None:

@@ -146,7 +146,7 @@ def _parse_notification(note: dict[str, Any]) -> tuple[str, str, list[str], int]
     if not isinstance(module, str) or not module.strip() or len(module) > MAX_MODULE_LENGTH:
         raise _invalid("field 'module' is required: the module's API name, e.g. \"Accounts\"")
     operation = note.get("operation")
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise _invalid(f"field 'operation' is {operation!r}; expected one of {', '.join(sorted(OPERATIONS))}")
     raw_ids = note.get("ids")
     if not isinstance(raw_ids, list) or not raw_ids:

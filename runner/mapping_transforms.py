@@ -201,7 +201,10 @@ def _number(value: Any, _step: Mapping[str, Any], ctx: StepContext) -> int | flo
         text = value.strip()
         if not NUMBER.fullmatch(text):
             raise MappingError(ctx.field, f"{_show(value)} is not a number")
-        number = int(text) if INTEGER.fullmatch(text) else float(text)
+        try:
+            number = int(text) if INTEGER.fullmatch(text) else float(text)
+        except ValueError:  # Python refuses integers of more than 4,300 digits
+            raise MappingError(ctx.field, f"{_show(value)} is too long to be a number") from None
         ctx.note(f"number: {show(value)} → {number}")
     if isinstance(number, float) and not math.isfinite(number):
         raise MappingError(ctx.field, f"{_show(value)} is not a finite number")

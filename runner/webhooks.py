@@ -11,6 +11,13 @@ the IntakeError's status. Every outcome is logged (never with a secret) and coun
 `mlc_webhook_events_total{system, verdict}`, the verdict being "accepted", "duplicate", the error code,
 or "error" when the event could not be stored: that answers 503, so the sender tries again rather than
 believing an event was kept that was not (design.md invariant 1).
+
+A 503 is for the runner's troubles only, never for what a sender wrote (tests/reliability/test_bad_input.py
+fuzzes this). So this edge also refuses, as 4xx, what would otherwise fail below the intake's checks:
+an integration key no integration can have (404, before any query), JSON nested too deep or with a
+number too long for Python's parser (400 malformed_json), and values the database cannot keep, such as
+a NUL character in text or a key too long for its column (400 unstorable_value; the transaction
+rolled back, so nothing was half-stored).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 from anyio import to_thread
 from prometheus_client import Counter
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -34,6 +42,7 @@ from storage.crypto import Vault
 log = logging.getLogger("ml_connector.webhooks")
 
 Intake = Callable[[bytes], Accepted]  # an intake function with everything but the body bound
+MAX_KEY_LENGTH = 64  # characters in an integration key (storage.models.IntegrationBase.key)
 
 
 async def read_body(request: Request) -> bytes:
@@ -60,7 +69,14 @@ def webhook_routes(*, engine: Engine, vault: Vault, events: Counter, wake: Calla
         peer = request.client.host if request.client else "?"
         try:
             body = await read_body(request)
-            accepted = await to_thread.run_sync(intake, body)
+            check_key(key)
+            try:
+                accepted = await to_thread.run_sync(intake, body)
+            except (DataError, RecursionError, ValueError) as exc:
+                refusal = refusal_for(exc)
+                if refusal is None:
+                    raise
+                raise refusal from exc
         except IntakeError as exc:
             events.labels(system, exc.code).inc()
             log.warning(
@@ -140,6 +156,47 @@ def webhook_routes(*, engine: Engine, vault: Vault, events: Counter, wake: Calla
         Route("/webhooks/zuora/{integration}", zuora, methods=["POST"]),
         Route("/webhooks/zoho/{integration}", zoho, methods=["POST"]),
     ]
+
+
+def check_key(key: str) -> None:
+    """Refuse (404) a URL key no integration can have: longer than the column or holding control
+    characters (PostgreSQL cannot even compare text with a NUL in it), without asking the database."""
+    if len(key) > MAX_KEY_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        more = "…" if len(key) > MAX_KEY_LENGTH else ""
+        raise IntakeError(
+            404,
+            "unknown_integration",
+            f"no integration is registered under {key[:MAX_KEY_LENGTH]!r}{more}; check the URL (keys are "
+            f"at most {MAX_KEY_LENGTH} printable characters)",
+        )
+
+
+def refusal_for(exc: Exception) -> IntakeError | None:
+    """The 400 for a failure the sender's data caused below the intake's own checks; None when `exc`
+    is not one (then it is the runner's trouble: 503)."""
+    if isinstance(exc, RecursionError):
+        return IntakeError(400, "malformed_json", "the body nests JSON too deeply; send a flat JSON object")
+    if isinstance(exc, DataError):
+        return IntakeError(400, "unstorable_value", _unstorable(exc))
+    if "integer string conversion" in str(exc):  # json.loads on a number of more than 4300 digits
+        return IntakeError(400, "malformed_json", "a number in the body has too many digits to read")
+    return None
+
+
+def _unstorable(exc: DataError) -> str:
+    """What the database refused, in words that name the fix and repeat none of the data."""
+    reason = str(exc.orig).lower()
+    if "0x00" in reason or "\\u0000" in reason:
+        what = "text must not contain NUL characters (\\u0000)"
+    elif "too long" in reason:
+        what = (
+            "a value is longer than the field it is kept in (ids and keys are at most 50 to 200 characters)"
+        )
+    elif "out of range" in reason:
+        what = "a number is out of range"
+    else:
+        what = "a value has a form the database does not accept"
+    return f"the event cannot be stored as sent: {what}; correct it and send again"
 
 
 def _basics(request: Request) -> tuple[str, dict[str, str], str]:

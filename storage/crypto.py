@@ -2,7 +2,8 @@
 
 Keys come from `ML_CONNECTOR_KEYS` (comma-separated, newest first) or, when that is empty, from
 `<data dir>/keys`, created on first start with mode 0600. The newest key encrypts; every key decrypts,
-so a new key can be put in front, everything re-encrypted with `rotate()`, and then the old key dropped.
+so a new key can be put in front, everything re-encrypted with `Vault.rotate` (`python -m storage.keys
+rotate` does it for every encrypted column), and then the old key dropped.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class Vault:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise ValueError("at least one Fernet key is needed")
+        self._primary = Fernet(keys[0])
         self._fernet = MultiFernet([Fernet(k) for k in keys])
+        self.key_count = len(keys)
 
     def encrypt(self, value: Any) -> str:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode()).decode()
@@ -76,8 +79,25 @@ class Vault:
             ) from exc
 
     def rotate(self, token: str) -> str:
-        """Re-encrypt `token` with the newest key."""
-        return self._fernet.rotate(token.encode()).decode() if token else token
+        """Re-encrypt `token` with the newest key; raises SecretsUnreadable if no key decrypts it."""
+        if not token:
+            return token
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretsUnreadable(
+                "a stored secret cannot be decrypted with the configured keys, so it cannot be re-encrypted"
+            ) from exc
+
+    def is_current(self, token: str) -> bool:
+        """Whether `token` is encrypted with the newest key (an empty value counts as current)."""
+        if not token:
+            return True
+        try:
+            self._primary.decrypt(token.encode())
+        except InvalidToken:
+            return False
+        return True
 
 
 @lru_cache(maxsize=1)
