@@ -136,7 +136,8 @@ def pick_flow(integration_id: int, flows: Sequence[admin.FlowMapping]) -> admin.
     name = st.selectbox(
         "Flow",
         list(by_name),
-        format_func=lambda n: f"{by_name[n].flow.title} · {by_name[n].label}",
+        # The version is shown below, not in the option: a selectbox keeps the label it first drew.
+        format_func=lambda n: by_name[n].flow.title,
         key=f"mappings_flow_{integration_id}",
     )
     current = by_name[name]

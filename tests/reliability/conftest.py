@@ -367,3 +367,60 @@ def remote_calls(runner: RunnerProcess) -> Counter[tuple[str, str]]:
         parsed = dict(part.split("=", 1) for part in labels.split(","))
         calls[(parsed["system"].strip('"'), parsed["status"].strip('"'))] = int(float(value))
     return calls
+
+
+# Runners with their own schedule --------------------------------------------------------------------
+
+
+@dataclass
+class ScheduledFleet(Fleet):
+    """A `Fleet` whose runners also get `settings`: environment entries laid over the ones `Fleet` sets,
+    e.g. scheduler intervals in seconds (`ML_CONNECTOR_PAYMENTS_INTERVAL`), the NetSuite poll's included.
+
+    `Fleet.spawn` pins the NetSuite poll off for the tests that count jobs exactly; a test of the
+    scheduled work itself needs it on, so this spawns with the same environment plus `settings`.
+    """
+
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def spawn(self, port: int | None = None) -> RunnerProcess:
+        name = f"runner-{len(self.started) + 1}"
+        port = port or free_port()
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("ML_CONNECTOR_") and k != "DATABASE_URL"
+        }
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "ML_CONNECTOR_KEYS": self.fernet_key,
+                "ML_CONNECTOR_SANDBOX": "1",
+                "ML_CONNECTOR_DATA_DIR": str(self.workdir / "data"),
+                "ML_CONNECTOR_RUNNER_HOST": HOST,
+                "ML_CONNECTOR_RUNNER_PORT": str(port),
+                "ML_CONNECTOR_JOB_LEASE": str(self.lease),
+                "ML_CONNECTOR_POLL_INTERVAL": str(self.poll_interval),
+                "ML_CONNECTOR_NETSUITE_POLL_INTERVAL": str(NETSUITE_POLL_OFF),
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
+                **({"ML_CONNECTOR_WORKERS": str(self.workers)} if self.workers is not None else {}),
+                **self.settings,
+            }
+        )
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runner"],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        runner = RunnerProcess(name, port, log_path, process)
+        self.started.append(runner)
+        return runner
+
+
+def runner_of(runners: list[RunnerProcess], holder: str) -> str:
+    """The name of the runner a lease holder or job claimer (`host:pid:tag`, runner.worker) names."""
+    pid = int(holder.split(":")[-2])
+    return next((r.name for r in runners if r.pid == pid), holder)
