@@ -6,6 +6,7 @@ pull, retention) runs under a database lease, so N runner replicas do it once be
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -76,14 +77,36 @@ class ScheduledWork:
             )
 
     async def singleton(self, name: str, work: object, every: float) -> None:
-        """Run `work` only on the runner holding lease `name` (held for two intervals, renewed each run)."""
+        """Run `work` only on the runner holding lease `name` (held for two intervals, renewed each run and
+        every half interval while a run lasts; a run whose lease is lost is stopped)."""
         held = await to_thread.run_sync(
             partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=2 * every)
         )
         if not held:
             return
+        run = asyncio.ensure_future(work())  # type: ignore[operator]
+        lost = False
         try:
-            await work()  # type: ignore[operator]
+            # Renew the lease every half interval while the work runs: a run that outlasts its lease (a
+            # throttled NetSuite making a poll slow) must not let another runner start the same work.
+            while not run.done():
+                await asyncio.wait({run}, timeout=every / 2)
+                if run.done():
+                    break
+                renewed = await to_thread.run_sync(
+                    partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=2 * every)
+                )
+                if not renewed:
+                    log.warning("scheduled %s: lease lost to another runner; stopping this run", name)
+                    lost = True
+                    run.cancel()
+                    break
+            await run
+        except asyncio.CancelledError:
+            if lost:
+                return
+            run.cancel()  # the runner is shutting down
+            raise
         except Exception:
             log.exception("scheduled %s failed; it runs again in %.0fs", name, every)
 

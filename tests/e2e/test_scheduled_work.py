@@ -228,3 +228,26 @@ def test_the_netsuite_poll_reads_invoices_from_the_transaction_table(
         queued = [job.payload["id"] for job in session.exec(select(Job).where(col(Job.flow) == "invoice"))]
     assert first == 0 and second >= 1
     assert invoice in queued and customer not in queued
+
+
+def test_a_singleton_run_longer_than_its_lease_keeps_the_lease_until_it_ends(
+    engine: Engine, vault: Vault, settings: Settings
+) -> None:
+    every = 0.2  # seconds: the lease is two intervals, the run lasts about five
+    work = work_for(engine, vault, settings, "slow-runner")
+    seen_by_other: list[bool] = []
+
+    async def slow() -> None:
+        for _ in range(5):
+            await asyncio.sleep(every)
+            seen_by_other.append(leases.acquire(engine, "slow-poll", holder="other-runner", ttl=2 * every))
+
+    async def run() -> None:
+        try:
+            await work.singleton("slow-poll", slow, every)
+        finally:
+            await work.services.aclose()
+
+    asyncio.run(run())
+
+    assert len(seen_by_other) == 5 and not any(seen_by_other)  # renewed while it ran: never up for grabs
