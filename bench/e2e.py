@@ -61,7 +61,8 @@ FLOWS = (
         "NetSuite → Zuora",
         (
             Leg("netsuite", 1, "GET the customer"),
-            Leg("zuora", 2, "Object Query by crmId, then POST /v1/accounts"),
+            # customer_account runs in batches of 50: one Object Query (crmid.IN) per batch, a POST each.
+            Leg("zuora", 1 + 1 / 50, "POST /v1/accounts, plus one Object Query by crmId per 50"),
         ),
     ),
     FlowUnderTest(

@@ -196,17 +196,29 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx2.Response:
         """Send with auth, one refresh on 401 and retries on transient failures; raise on failure."""
+        kwargs = {"json": json, "params": params, "headers": headers}
+        try:
+            # The first try on its own: most calls succeed at once, and building the retry loop for
+            # them cost more CPU than the call. A failure worth retrying goes on to the loop below.
+            return await self._authenticated(method, path, **kwargs)
+        except TransientError as exc:
+            if not self._retry_here(exc) or self.retry.max_tries <= 1:
+                if isinstance(exc, AmbiguousLogin):
+                    raise exc.as_configuration_error() from exc
+                raise
+            first = exc
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_tries),
-            wait=self._wait,
+            stop=stop_after_attempt(self.retry.max_tries - 1),
+            wait=self._wait_after(1),
             retry=retry_if_exception(self._retry_here),
             sleep=self.retry.sleep,
             reraise=True,
         )
+        await self.retry.sleep(self.retry.wait(1, first.retry_after))
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._authenticated(method, path, json=json, params=params, headers=headers)
+                    return await self._authenticated(method, path, **kwargs)
         except AmbiguousLogin as exc:
             # Every try, each with a freshly minted token, was refused: now it is the credentials.
             raise exc.as_configuration_error() from exc
@@ -218,10 +230,15 @@ class ApiClient:
             return False
         return exc.retry_after is None or exc.retry_after <= self.retry.max_retry_after
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = exc.retry_after if isinstance(exc, ConnectorError) else None
-        return self.retry.wait(state.attempt_number, retry_after)
+    def _wait_after(self, done: int) -> Callable[[RetryCallState], float]:
+        """The wait before each try of a retry loop that starts after `done` tries already made."""
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = exc.retry_after if isinstance(exc, ConnectorError) else None
+            return self.retry.wait(done + state.attempt_number, retry_after)
+
+        return wait
 
     async def _authenticated(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         auth, credential = await self.credentials(method, path, kwargs.get("params"))
@@ -285,10 +302,23 @@ class ApiClient:
             self.report(Attempt(self.system, method, strip_query(url), None, elapsed, error=message))
             raise TransientError(message, system=self.system, method=method, url=strip_query(url)) from exc
         elapsed = (time.perf_counter() - started) * 1000
-        excerpt = response.text[:RESPONSE_EXCERPT] if record_body else "(withheld: token response)"
+        excerpt = _excerpt(response) if record_body else "(withheld: token response)"
         self.report(
             Attempt(
                 self.system, method, strip_query(url), response.status_code, elapsed, response_excerpt=excerpt
             )
         )
         return response
+
+
+def _excerpt(response: httpx2.Response) -> str:
+    """`response.text[:RESPONSE_EXCERPT]` without decoding the whole body, nor parsing Content-Type for
+    its charset when it names none (httpx then decodes as UTF-8 too): enough bytes for that many
+    characters at four bytes a character at most, so no character of the excerpt is cut."""
+    content_type = response.headers.get("content-type", "")
+    encoding = response.encoding if "charset" in content_type.lower() else "utf-8"
+    head = response.content[: RESPONSE_EXCERPT * 4]
+    try:
+        return head.decode(encoding or "utf-8", errors="replace")[:RESPONSE_EXCERPT]
+    except LookupError:  # a charset Python does not know: as httpx would, fall back to its own choice
+        return response.text[:RESPONSE_EXCERPT]

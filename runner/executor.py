@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -26,7 +25,8 @@ from runner import backfill
 from runner.flows import BatchFlow, Flow, FlowContext, Postpone, WriteResult, registry
 from runner.mapping import Mapped, MappingError, apply, create_only_fields, flows_back_fields
 from runner.services import Services, current_trail
-from storage import audit, crud, lookups, queue
+from storage import audit, crud, hot, lookups, queue
+from storage.construct import construct
 from storage.models import AuditRecord, Integration, Job, JobKind, Mapping, Outcome
 
 log = logging.getLogger("ml_connector.jobs")
@@ -45,8 +45,7 @@ async def execute(services: Services, job: Job, *, worker: str) -> str:
     try:
         if flow is None:
             raise MappingError("flow", f"unknown flow {job.flow!r}")
-        integration = await _integration(services, job)
-        ctx = await flow_context(services, integration, flow, worker=f"job:{job.id}")
+        ctx = await _job_context(services, job, flow, worker=f"job:{job.id}")
         ctx.job_payload = dict(job.payload)
         mapped = await _prepare(services, job, flow, record, ctx)
         _record_write(record, await flow.write(ctx, record.source_id, mapped))
@@ -54,11 +53,10 @@ async def execute(services: Services, job: Job, *, worker: str) -> str:
         error = exc
     finally:
         current_trail.reset(token)
-    settle = _judge(services, job, record, error, worker=worker)
-    # The audit record is written before the job changes state: a crash in between re-runs the job
-    # (its writes are idempotent) rather than leaving a finished job without its audit trail.
-    await to_thread.run_sync(partial(audit.write_record, services.engine, record, trail))
-    await to_thread.run_sync(settle)
+    settlement = _judge(job, record, error)
+    # The audit record and the job's new state commit together: a crash before that commit re-runs the
+    # job (its writes are idempotent), never leaving a finished job without its audit trail.
+    await _settle(services, [settlement], [(record, trail)], worker=worker)
     _finished(services, job, record, len(trail))
     return record.outcome
 
@@ -72,8 +70,7 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
     trails: list[list[Any]] = [[] for _ in jobs]
     errors: list[Exception | None] = [None] * len(jobs)
     try:
-        integration = await _integration(services, jobs[0])
-        ctx = await flow_context(services, integration, flow, worker=f"batch:{jobs[0].id}")
+        ctx = await _job_context(services, jobs[0], flow, worker=f"batch:{jobs[0].id}")
     except Exception as exc:
         errors = [exc] * len(jobs)
     else:
@@ -91,6 +88,8 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
         mapped = await asyncio.gather(*(prepare(i) for i in range(len(jobs))))
         ready = [(i, m) for i, m in enumerate(mapped) if m is not None]
         shared: list[Any] = []
+        ctx.item_workers = [f"job:{jobs[i].id}" for i, _ in ready]
+        ctx.item_trails = [trails[i] for i, _ in ready]
         token = current_trail.set(shared)
         try:
             results: list[WriteResult | Exception] = await flow.write_batch(
@@ -101,36 +100,28 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
         finally:
             current_trail.reset(token)
         for (i, _), result in zip(ready, results, strict=True):
-            trails[i].extend(shared)  # the batch call's attempts belong to every record in it
+            if shared:
+                # The batch's shared calls belong to every record in it; in time order with the calls a
+                # batch flow made for this record alone (its item trail).
+                trails[i].extend(shared)
+                trails[i].sort(key=lambda attempt: attempt.at)
             if isinstance(result, Exception):
                 errors[i] = result
             else:
                 _record_write(records[i], result)
-    settles = [
-        _judge(services, job, record, error, worker=worker)
-        for job, record, error in zip(jobs, records, errors, strict=True)
+    settlements = [
+        _judge(job, record, error) for job, record, error in zip(jobs, records, errors, strict=True)
     ]
-    items = list(zip(records, trails, strict=True))
-    succeeded = [job for job, error in zip(jobs, errors, strict=True) if error is None]
-    others = [settle for settle, error in zip(settles, errors, strict=True) if error is not None]
-
-    def settle_all() -> None:
-        # Audit first (a crash in between re-runs the batch, whose writes are idempotent), then the
-        # successes in one statement and each failure on its own.
-        audit.write_records(services.engine, items)
-        for lost in queue.finish_many(services.engine, succeeded, worker=worker):
-            log.warning("job %s: lease lost to another runner before it could be marked done", lost.id)
-        for settle in others:
-            settle()
-
-    await to_thread.run_sync(settle_all)
+    await _settle(services, settlements, list(zip(records, trails, strict=True)), worker=worker)
     for job, record, trail in zip(jobs, records, trails, strict=True):
         _finished(services, job, record, len(trail))
     return [record.outcome for record in records]
 
 
 def _new_record(job: Job, flow: Flow | None) -> AuditRecord:
-    return AuditRecord(
+    # construct(): one record per job on the hot path, without SQLModel's per-field constructor.
+    return construct(
+        AuditRecord,
         job_id=job.id,
         integration_id=job.integration_id,
         flow=job.flow,
@@ -147,34 +138,44 @@ def _record_write(record: AuditRecord, result: WriteResult) -> None:
     record.response = result.response
 
 
-def _judge(
-    services: Services, job: Job, record: AuditRecord, error: Exception | None, *, worker: str
-) -> Callable[[], object]:
+def _judge(job: Job, record: AuditRecord, error: Exception | None) -> queue.Settlement:
     """Set the record's outcome from the job's error (None: success); returns how to settle the job."""
     record.finished_at = datetime.now(UTC)
-    engine = services.engine
     if error is None:
         record.outcome = Outcome.SUCCEEDED
-        return partial(queue.finish, engine, job, worker=worker)
+        return queue.succeeded(job)
     record.error_message = str(error)
     if isinstance(error, Postpone):
         record.outcome = Outcome.RETRYING
         record.error_class = "transient"
-        return partial(queue.postpone, engine, job, worker=worker, delay=error.delay, reason=str(error))
+        return queue.postponed(job, delay=error.delay, reason=str(error))
     if isinstance(error, (MappingError, RemoteError)):
         record.outcome = Outcome.FAILED
         record.error_class = "config" if isinstance(error, MappingError) else "remote"
-        return partial(queue.fail, engine, job, worker=worker, error=str(error))
+        return queue.failed(job, error=str(error))
     record.outcome = Outcome.FAILED if job.attempts >= job.max_attempts else Outcome.RETRYING
     if isinstance(error, ConnectorError):
         record.error_class = error.reaction
-        return partial(
-            queue.retry_later, engine, job, worker=worker, error=str(error), delay=error.retry_after
-        )
+        return queue.retrying(job, error=str(error), delay=error.retry_after)
     log.error("job %s (%s) hit a bug", job.id, job.flow, exc_info=error)
     record.error_class = "bug"
     record.error_message = f"{type(error).__name__}: {error}"
-    return partial(queue.retry_later, engine, job, worker=worker, error=record.error_message)
+    return queue.retrying(job, error=record.error_message)
+
+
+async def _settle(
+    services: Services,
+    settlements: list[queue.Settlement],
+    audited: list[tuple[AuditRecord, list[Any]]],
+    *,
+    worker: str,
+) -> None:
+    """Write the audit records and settle the jobs in one transaction (storage.queue.settle)."""
+    lost = await to_thread.run_sync(
+        partial(queue.settle, services.engine, settlements, worker=worker, audit_records=audited)
+    )
+    for job in lost:
+        log.warning("job %s: lease lost to another runner before it could be settled", job.id)
 
 
 def _finished(services: Services, job: Job, record: AuditRecord, attempts: int) -> None:
@@ -183,11 +184,19 @@ def _finished(services: Services, job: Job, record: AuditRecord, attempts: int) 
         services.on_job(job.flow, record.outcome, (record.finished_at - record.started_at).total_seconds())
 
 
-async def _integration(services: Services, job: Job) -> Integration:
-    integration = await services.integration(job.integration_id)
-    if integration is None:
+async def _job_context(services: Services, job: Job, flow: Flow, *, worker: str) -> FlowContext:
+    """The flow context of a job (or a batch): what `flow_context` builds, from one database read. The
+    integration, its connections' edit stamps and the active mapping rows come in one transaction; the
+    clients, specs and lookup tables already built from those same rows are reused."""
+    state = await to_thread.run_sync(
+        partial(hot.job_state, services.engine, integration_id=job.integration_id, flow=flow.name)
+    )
+    if state.integration is None:
         raise MappingError("integration", f"integration {job.integration_id} no longer exists")
-    return integration
+    tables, mapping = await services.mappings_in_force(state)
+    return await flow_context(
+        services, state.integration, flow, worker=worker, stamps=state.connections, in_force=(tables, mapping)
+    )
 
 
 async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord, ctx: FlowContext) -> Mapped:
@@ -221,17 +230,28 @@ async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord
 
 
 async def flow_context(
-    services: Services, integration: Integration, flow: Flow, *, worker: str
+    services: Services,
+    integration: Integration,
+    flow: Flow,
+    *,
+    worker: str,
+    stamps: dict[int, datetime] | None = None,
+    in_force: tuple[dict[str, dict[str, Any]], Mapping | None] | None = None,
 ) -> FlowContext:
     """The clients of the flow's source and target systems, taken from the integration's pair.
 
     The link claimant (`worker`) is the job, not the runner: a retry of this job (here or on another
     runner after a crash) may take its own claim over at once, while a different job for the same
-    record waits.
+    record waits. `stamps` (connection id → updated_at, just read) lets cached clients be reused
+    without reading their connections again; `in_force` gives the lookup tables and mapping already
+    read, instead of reading them here.
     """
     clients = {}
     for connection_id in (integration.source_connection_id, integration.target_connection_id):
-        client = await services.client_for(connection_id)
+        if stamps is not None:
+            client = await services.client_at(connection_id, stamps.get(connection_id))
+        else:
+            client = await services.client_for(connection_id)
         clients[client.system] = client
     missing = [s for s in (flow.source_system, flow.target_system) if s not in clients]
     if missing:
@@ -249,7 +269,7 @@ async def flow_context(
             crud.active_mapping(services.engine, integration_id=integration_id, flow=flow.name),
         )
 
-    tables, mapping = await to_thread.run_sync(tables_and_mapping)
+    tables, mapping = in_force if in_force is not None else await to_thread.run_sync(tables_and_mapping)
     return FlowContext(
         engine=services.engine,
         integration=integration,

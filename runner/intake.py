@@ -17,6 +17,11 @@ revealing first, and authentication always comes before the body is interpreted:
 
 This module holds what every system shares (size, lookup, JSON, constant-time comparison, the
 deduplicating store) and the NetSuite intake with its IP allowlist.
+
+The integration a URL names comes from a storage.intake.IntegrationCache (the runner keeps one per
+app) through `with_integration`: a delivery is judged on the cached copy, a refusal is judged again on
+a fresh read, and an acceptance is stored only if the integration is still that copy (storage.intake
+explains why no decision rests on a stale copy). Without a cache, every delivery reads afresh.
 """
 
 from __future__ import annotations
@@ -25,31 +30,30 @@ import hmac
 import ipaddress
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
 
 from runner.flows import flows_for_record
-from storage import crud, queue, webhook_secrets
 from storage.crypto import Vault
-from storage.db import session_scope
-from storage.models import InboundEvent, Integration
+from storage.intake import IntakeIntegration, IntegrationCache, IntegrationChanged, store_delivery
 
 MAX_BODY = 1024 * 1024  # bytes; larger webhook bodies get 413
 NETSUITE_RECORD_TYPES = frozenset({"customer", "vendor", "contact", "invoice"})
 NETSUITE_EVENT_TYPES = frozenset({"create", "edit", "xedit", "delete", "inlineedit", "approve", "copy"})
-KEPT_HEADERS = (
-    "content-type",
-    "user-agent",
-    "x-forwarded-for",
-    "x-amzn-trace-id",
-    "zuora-notification-id",
-    "zuora-request-id",
+KEPT_HEADERS = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "x-forwarded-for",
+        "x-amzn-trace-id",
+        "zuora-notification-id",
+        "zuora-request-id",
+    }
 )
+FRESH_TRIES = 3  # fresh reads of an integration that keeps changing while a delivery is stored
 
 
 class IntakeError(Exception):
@@ -97,14 +101,46 @@ def body_too_large(size: int) -> IntakeError:
     )
 
 
-def find_integration(engine: Engine, key: str) -> Integration:
-    """The integration a webhook URL names, or 404."""
-    integration = crud.get_integration_by_key(engine, key=key)
-    if integration is None or integration.id is None:
-        raise IntakeError(
-            404, "unknown_integration", f"no integration is registered under {key!r}; check the URL"
-        )
-    return integration
+def with_integration(
+    integrations: IntegrationCache, key: str, judge: Callable[[IntakeIntegration], Accepted]
+) -> Accepted:
+    """`judge(integration)` for the integration under `key`, or 404 when there is none.
+
+    `judge` checks the delivery against the integration and stores it (raising IntakeError when it
+    refuses, IntegrationChanged when the integration changed before the delivery could be stored). It
+    runs first on the cached copy; a refusal or a change on that copy is judged again on a fresh read,
+    so what the app saved a moment ago (a new secret, a wider allowlist, a deleted integration) holds
+    for this delivery. A refusal whose fresh read is the same integration stands without a second
+    judgement.
+    """
+    cached = integrations.cached(key)
+    if cached is not None:
+        try:
+            return judge(cached)
+        except IntakeError as refusal:
+            fresh = integrations.fresh(key)
+            if fresh is not None and fresh.stamp == cached.stamp:
+                raise refusal from None
+        except IntegrationChanged:
+            fresh = integrations.fresh(key)
+    else:
+        fresh = integrations.fresh(key)
+    for _ in range(FRESH_TRIES):
+        if fresh is None:
+            raise unknown_integration(key)
+        try:
+            return judge(fresh)
+        except IntegrationChanged as changed:
+            judged_on, fresh = fresh, integrations.fresh(key)
+            if fresh is not None and fresh.stamp == judged_on.stamp and changed.__cause__ is not None:
+                raise changed.__cause__ from None  # not a change: the database refused the rows themselves
+    raise RuntimeError(f"the integration under {key!r} kept changing while a delivery was being stored")
+
+
+def unknown_integration(key: str) -> IntakeError:
+    return IntakeError(
+        404, "unknown_integration", f"no integration is registered under {key!r}; check the URL"
+    )
 
 
 def matches_any(presented: str, candidates: Iterable[str]) -> bool:
@@ -136,6 +172,9 @@ def parse_object(body: bytes) -> dict[str, Any]:
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by case-insensitive name (Starlette lower-cases them; direct callers may not)."""
     wanted = name.lower()
+    found = headers.get(wanted)
+    if found is not None:
+        return found
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
@@ -146,11 +185,11 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def store_event(
     engine: Engine,
+    integration: IntakeIntegration,
     *,
-    integration_id: int,
     system: str,
     delivery_key: str,
-    body: bytes,
+    body: bytes | str,
     headers: Mapping[str, str],
     remote_addr: str,
     jobs: Sequence[tuple[str, dict[str, Any]]],
@@ -158,71 +197,43 @@ def store_event(
     """Commit the event and its jobs (flow, payload) in one transaction, once per delivery key.
 
     A delivery key already stored for this integration and system is a redelivery: nothing is added
-    and the first copy is reported as a duplicate. The unique constraint on (integration_id, system,
-    delivery_key) settles two copies arriving at once: the loser's insert fails and it reports the
-    winner's row.
+    and the first copy is reported as a duplicate; two copies arriving at once are settled by the
+    unique constraint on (integration_id, system, delivery_key) (storage.intake.store_delivery).
+    Raises IntegrationChanged, having stored nothing, when `integration` is no longer current.
     """
-    existing = _stored_event_id(engine, integration_id, system, delivery_key)
-    if existing is not None:
-        return Accepted(event_id=existing, duplicate=True)
-    try:
-        with session_scope(engine) as session:
-            row = InboundEvent(
-                integration_id=integration_id,
-                system=system,
-                delivery_key=delivery_key,
-                headers=kept_headers(headers),
-                body=body.decode("utf-8"),
-                remote_addr=remote_addr[:100],
-            )
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            queued = [
-                queue.enqueue(
-                    session, integration_id=integration_id, flow=flow, payload=payload, event_id=row.id
-                )
-                for flow, payload in jobs
-            ]
-            return Accepted(event_id=row.id, job_ids=[job.id for job in queued if job.id is not None])
-    except IntegrityError:
-        existing = _stored_event_id(engine, integration_id, system, delivery_key)
-        if existing is None:
-            raise
-        return Accepted(event_id=existing, duplicate=True)
-
-
-def _stored_event_id(engine: Engine, integration_id: int, system: str, delivery_key: str) -> int | None:
-    with session_scope(engine) as session:
-        return session.exec(
-            select(InboundEvent.id).where(
-                col(InboundEvent.integration_id) == integration_id,
-                col(InboundEvent.system) == system,
-                col(InboundEvent.delivery_key) == delivery_key,
-            )
-        ).first()
+    stored = store_delivery(
+        engine,
+        integration,
+        system=system,
+        delivery_key=delivery_key,
+        body=body if isinstance(body, str) else body.decode("utf-8"),
+        headers=kept_headers(headers),
+        remote_addr=remote_addr,
+        jobs=jobs,
+    )
+    return Accepted(event_id=stored.event_id, job_ids=stored.job_ids, duplicate=stored.duplicate)
 
 
 # Where a request came from -------------------------------------------------------------------------
 
 
-def client_address(integration: Integration, peer: str, headers: Mapping[str, str]) -> str:
+def client_address(integration: IntakeIntegration, peer: str, headers: Mapping[str, str]) -> str:
     """The address a delivery came from: the socket peer, or, when the integration's settings say
     `trust_forwarded_for` (the runner sits behind a proxy the operator controls), the left-most
     X-Forwarded-For address. The proxy must then set that header itself, not pass on the sender's."""
+    if integration.settings.get("trust_forwarded_for") is not True:
+        return peer
     forwarded = header(headers, "x-forwarded-for")
-    if (integration.settings or {}).get("trust_forwarded_for") is True and forwarded:
-        return _strip_port(forwarded.split(",")[0].strip())
-    return peer
+    return _strip_port(forwarded.split(",")[0].strip()) if forwarded else peer
 
 
-def check_ip_allowlist(integration: Integration, address: str, headers: Mapping[str, str]) -> None:
+def check_ip_allowlist(integration: IntakeIntegration, address: str, headers: Mapping[str, str]) -> None:
     """Refuse (403) an address outside `settings["ip_allowlist"]` (CIDRs, IPv4 or IPv6).
 
     An empty or missing list allows everyone. Entries that are not networks match nothing (fail
     closed) and are named in the refusal so the operator sees the typo.
     """
-    entries = (integration.settings or {}).get("ip_allowlist") or []
+    entries = integration.settings.get("ip_allowlist") or []
     if isinstance(entries, str):
         entries = [entries]
     if not entries:
@@ -233,7 +244,7 @@ def check_ip_allowlist(integration: Integration, address: str, headers: Mapping[
             networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
         except ValueError:
             invalid.append(str(entry))
-    trusted = (integration.settings or {}).get("trust_forwarded_for") is True
+    trusted = integration.settings.get("trust_forwarded_for") is True
     forwarded = header(headers, "x-forwarded-for")
     try:
         ip = ipaddress.ip_address(address)
@@ -288,42 +299,54 @@ def accept_netsuite(
     body: bytes,
     headers: Mapping[str, str],
     remote_addr: str,
+    integrations: IntegrationCache | None = None,
 ) -> Accepted:
     """Accept an event from our NetSuite User Event script; raises IntakeError when refused.
 
     Order: size, integration, IP allowlist, shared secret (current, or the previous one during its
     rotation grace period, see storage.webhook_secrets), then the body. NetSuite sends no delivery id,
     so every delivery is stored and processed; the flows' link table keeps repeats harmless.
+    `integrations` is the runner's cache (see `with_integration`); without it the integration is read
+    afresh.
     """
     check_size(None, body)
-    integration = find_integration(engine, key)
-    assert integration.id is not None
-    address = client_address(integration, remote_addr, headers)
-    check_ip_allowlist(integration, address, headers)
-    if not secret:
-        raise IntakeError(
-            401, "missing_secret", "send the shared secret in the X-Webhook-Secret header (or ?secret=)"
-        )
-    if not matches_any(secret, webhook_secrets.accepted(vault, integration, "netsuite_secret")):
-        raise IntakeError(
-            401,
-            "bad_secret",
-            "the shared secret does not match this integration's; copy it again from the app",
-        )
-    event = _parse_netsuite(body)
-    flows = flows_for_record(event["recordType"], list(integration.flows))
-    payload = {"record_type": event["recordType"], "id": event["id"], "event_type": event["eventType"]}
-    return store_event(
-        engine,
-        integration_id=integration.id,
-        system="netsuite",
-        delivery_key=uuid.uuid4().hex,
-        body=body,
-        headers=headers,
-        remote_addr=address,
+
+    def judge(integration: IntakeIntegration) -> Accepted:
+        address = client_address(integration, remote_addr, headers)
+        check_ip_allowlist(integration, address, headers)
+        if not secret:
+            raise IntakeError(
+                401, "missing_secret", "send the shared secret in the X-Webhook-Secret header (or ?secret=)"
+            )
+        if not matches_any(secret, integration.accepted_secrets("netsuite_secret")):
+            raise IntakeError(
+                401,
+                "bad_secret",
+                "the shared secret does not match this integration's; copy it again from the app",
+            )
+        event = _parse_netsuite(body)
+        record_type = event["recordType"]
         # Deletions are kept as events but never synchronised (design.md §1).
-        jobs=[(flow, payload) for flow in flows] if event["eventType"] != "delete" else [],
-    )
+        flows = (
+            integration.flows_for(
+                f"netsuite:{record_type}", lambda enabled: flows_for_record(record_type, enabled)
+            )
+            if event["eventType"] != "delete"
+            else []
+        )
+        payload = {"record_type": record_type, "id": event["id"], "event_type": event["eventType"]}
+        return store_event(
+            engine,
+            integration,
+            system="netsuite",
+            delivery_key=uuid.uuid4().hex,
+            body=body,
+            headers=headers,
+            remote_addr=address,
+            jobs=[(flow, payload) for flow in flows],
+        )
+
+    return with_integration(integrations or IntegrationCache(engine, vault), key, judge)
 
 
 def _parse_netsuite(body: bytes) -> dict[str, str]:

@@ -35,13 +35,14 @@ from runner.intake import (
     IntakeError,
     check_size,
     client_address,
-    find_integration,
     matches_any,
     parse_object,
     store_event,
+    with_integration,
 )
 from storage import channels
 from storage.crypto import Vault
+from storage.intake import IntakeIntegration, IntegrationCache
 
 OPERATIONS = frozenset({"insert", "update", "delete"})
 MAX_ID_LENGTH = 50  # characters; Zoho record ids are 19-digit longs
@@ -57,6 +58,7 @@ def accept_zoho(
     body: bytes,
     headers: Mapping[str, str],
     remote_addr: str,
+    integrations: IntegrationCache | None = None,
 ) -> Accepted:
     """Accept one Zoho notification; raises IntakeError when refused.
 
@@ -65,62 +67,64 @@ def accept_zoho(
     are stored but queue nothing (design.md §1: deletions are never synchronised).
     """
     check_size(None, body)
-    integration = find_integration(engine, key)
-    assert integration.id is not None
-    note = parse_object(body)
-    channel_id = _channel_id(note.get("channel_id"))
-    token = note.get("token")
-    if not isinstance(token, str) or not token:
-        raise IntakeError(
-            401,
-            "missing_token",
-            "the notification carries no 'token'; enable the channel with the token the app generated",
+
+    def judge(integration: IntakeIntegration) -> Accepted:
+        note = parse_object(body)
+        channel_id = _channel_id(note.get("channel_id"))
+        token = note.get("token")
+        if not isinstance(token, str) or not token:
+            raise IntakeError(
+                401,
+                "missing_token",
+                "the notification carries no 'token'; enable the channel with the token the app generated",
+            )
+        channel = channels.get_channel(engine, integration_id=integration.id, channel_id=channel_id)
+        if channel is None:
+            raise IntakeError(
+                401,
+                "unknown_channel",
+                f"channel {channel_id} is not one of this integration's Zoho channels; enable notifications "
+                "from the app (or disable this channel in Zoho)",
+            )
+        if not matches_any(token, [channels.channel_token(vault, channel)]):
+            raise IntakeError(
+                401,
+                "bad_token",
+                f"the token does not match channel {channel_id}'s; re-enable the channel from the app so "
+                "Zoho sends the current token",
+            )
+        if channel.status == "disabled":
+            raise IntakeError(
+                410,
+                "channel_disabled",
+                f"channel {channel_id} is disabled in ml-connector, so its notifications are refused; "
+                "re-enable it in the app, or disable it in Zoho (DELETE /crm/v8/actions/watch) to stop them",
+            )
+        module, operation, ids, server_time = _parse_notification(note)
+        jobs = []
+        if operation != "delete":
+            for flow in integration.flows_for("zoho", lambda enabled: flows_for_event("zoho", enabled)):
+                for record_id in ids:
+                    payload = {
+                        "module": module,
+                        "id": record_id,
+                        "operation": operation,
+                        "channel_id": channel_id,
+                        "server_time": server_time,
+                    }
+                    jobs.append((flow, payload))
+        return store_event(
+            engine,
+            integration,
+            system="zoho",
+            delivery_key=delivery_key(channel_id, module, operation, ids, server_time),
+            body=json.dumps({**note, "token": REDACTED}, ensure_ascii=False),
+            headers=headers,
+            remote_addr=client_address(integration, remote_addr, headers),
+            jobs=jobs,
         )
-    channel = channels.get_channel(engine, integration_id=integration.id, channel_id=channel_id)
-    if channel is None:
-        raise IntakeError(
-            401,
-            "unknown_channel",
-            f"channel {channel_id} is not one of this integration's Zoho channels; enable notifications "
-            "from the app (or disable this channel in Zoho)",
-        )
-    if not matches_any(token, [channels.channel_token(vault, channel)]):
-        raise IntakeError(
-            401,
-            "bad_token",
-            f"the token does not match channel {channel_id}'s; re-enable the channel from the app so "
-            "Zoho sends the current token",
-        )
-    if channel.status == "disabled":
-        raise IntakeError(
-            410,
-            "channel_disabled",
-            f"channel {channel_id} is disabled in ml-connector, so its notifications are refused; "
-            "re-enable it in the app, or disable it in Zoho (DELETE /crm/v8/actions/watch) to stop them",
-        )
-    module, operation, ids, server_time = _parse_notification(note)
-    jobs = []
-    if operation != "delete":
-        for flow in flows_for_event("zoho", list(integration.flows)):
-            for record_id in ids:
-                payload = {
-                    "module": module,
-                    "id": record_id,
-                    "operation": operation,
-                    "channel_id": channel_id,
-                    "server_time": server_time,
-                }
-                jobs.append((flow, payload))
-    return store_event(
-        engine,
-        integration_id=integration.id,
-        system="zoho",
-        delivery_key=delivery_key(channel_id, module, operation, ids, server_time),
-        body=json.dumps({**note, "token": REDACTED}, ensure_ascii=False).encode("utf-8"),
-        headers=headers,
-        remote_addr=client_address(integration, remote_addr, headers),
-        jobs=jobs,
-    )
+
+    return with_integration(integrations or IntegrationCache(engine, vault), key, judge)
 
 
 def delivery_key(channel_id: str, module: str, operation: str, ids: list[str], server_time: int) -> str:

@@ -32,13 +32,13 @@ from runner.intake import (
     IntakeError,
     check_size,
     client_address,
-    find_integration,
     matches_any,
     parse_object,
     store_event,
+    with_integration,
 )
-from storage import webhook_secrets
 from storage.crypto import Vault
+from storage.intake import IntakeIntegration, IntegrationCache
 
 SIGNATURE_HEADER = "X-Zuora-Signature"
 NOTIFICATION_HEADER = "Zuora-Notification-Id"
@@ -62,18 +62,48 @@ def accept_zuora(
     body: bytes,
     headers: Mapping[str, str],
     remote_addr: str,
+    integrations: IntegrationCache | None = None,
 ) -> Accepted:
     """Accept one Zuora callout; raises IntakeError when refused.
 
     Order: size, integration, signature (against the current HMAC secret, or the previous one during
     its rotation grace period), notification id, then the body. Jobs go to the flows EVENT_FEEDS maps
-    Zuora to that are enabled and implemented (runner.flows.flows_for_event).
+    Zuora to that are enabled and implemented (runner.flows.flows_for_event). `integrations` is the
+    runner's cache (runner.intake.with_integration); without it the integration is read afresh.
     """
     check_size(None, body)
-    integration = find_integration(engine, key)
-    assert integration.id is not None
-    _authenticate(signature, body, webhook_secrets.accepted(vault, integration, "zuora_hmac_secret"))
-    delivery = (notification_id or "").strip()
+
+    def judge(integration: IntakeIntegration) -> Accepted:
+        _authenticate(signature, body, integration.accepted_secrets("zuora_hmac_secret"))
+        delivery = _notification_id(notification_id)
+        event = _parse_callout(body)
+        payload = {
+            "notification_id": delivery,
+            "event": event["event"],
+            "notification": event.get("notification"),
+            "account_id": event.get("accountId"),
+            "subscription_id": event.get("subscriptionId"),
+            "subscription_number": event.get("subscriptionNumber"),
+            "version": event.get("version"),
+        }
+        flows = integration.flows_for("zuora", lambda enabled: flows_for_event("zuora", enabled))
+        return store_event(
+            engine,
+            integration,
+            system="zuora",
+            delivery_key=delivery,
+            body=body,
+            headers=headers,
+            remote_addr=client_address(integration, remote_addr, headers),
+            jobs=[(flow, payload) for flow in flows],
+        )
+
+    return with_integration(integrations or IntegrationCache(engine, vault), key, judge)
+
+
+def _notification_id(header_value: str | None) -> str:
+    """The delivery key: Zuora's notification id, checked (400 when absent or malformed)."""
+    delivery = (header_value or "").strip()
     if not delivery:
         raise IntakeError(
             400,
@@ -87,27 +117,7 @@ def accept_zuora(
             "invalid_notification_id",
             f"the {NOTIFICATION_HEADER} header must be 1 to 100 letters, digits or . _ : -",
         )
-    event = _parse_callout(body)
-    payload = {
-        "notification_id": delivery,
-        "event": event["event"],
-        "notification": event.get("notification"),
-        "account_id": event.get("accountId"),
-        "subscription_id": event.get("subscriptionId"),
-        "subscription_number": event.get("subscriptionNumber"),
-        "version": event.get("version"),
-    }
-    flows = flows_for_event("zuora", list(integration.flows))
-    return store_event(
-        engine,
-        integration_id=integration.id,
-        system="zuora",
-        delivery_key=delivery,
-        body=body,
-        headers=headers,
-        remote_addr=client_address(integration, remote_addr, headers),
-        jobs=[(flow, payload) for flow in flows],
-    )
+    return delivery
 
 
 def signature_of(secret: str, body: bytes) -> str:

@@ -161,9 +161,9 @@ def apply(spec: Mapping[str, Any], record: Mapping[str, Any], *, lookups: Lookup
     `lookups` are the lookup tables by name (see storage.lookups.lookups_for); a `lookup` step whose
     table is missing fails.
     """
-    problems = _problems(spec, lookups=lookups)
-    if problems:
-        raise MappingError(problems[0].field, problems[0].message)
+    problem = _first_problem(spec, lookups)
+    if problem is not None:
+        raise MappingError(problem.field, problem.message)
     payload = _Run(record, lookups).rules(spec["fields"], record, "")
     create_only = {rule["target"] for rule in spec["fields"] if rule.get("create_only")}
     return Mapped(
@@ -304,6 +304,25 @@ class _Run:
     def read(self, path: str, scope: Any) -> Any:
         value = lookup(self.root, path[len(ROOT) :]) if path.startswith(ROOT) else lookup(scope, path)
         return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
+VALIDATED_SPECS = 256  # distinct (spec, lookup table names) pairs whose validation `apply` remembers
+_validated: dict[tuple[str, tuple[str, ...] | None], _Problem | None] = {}
+
+
+def _first_problem(spec: Any, lookups: Mapping[str, Any] | None) -> _Problem | None:
+    """The first problem of a spec, validated once per spec rather than once per record: a job runs the
+    same few specs over and over. A spec is only as valid as the lookup tables it names, so the key is
+    the spec's text (repr keeps types apart: a tuple is not a list to the validator) and the table names."""
+    key = (repr(spec), None if lookups is None else tuple(sorted(lookups)))
+    if key in _validated:
+        return _validated[key]
+    problems = _problems(spec, lookups=lookups)
+    found = problems[0] if problems else None
+    if len(_validated) >= VALIDATED_SPECS:
+        _validated.clear()
+    _validated[key] = found
+    return found
 
 
 def _problems(

@@ -1,9 +1,17 @@
-"""What the runner shares between jobs: the engine, the vault, one HTTP pool, one client per connection.
+"""What the runner shares between jobs: the engine, the vault, one client per connection, each with an
+HTTP pool of its own.
 
 Clients are built once per connection (and rebuilt when the connection is edited) so their token source
-and concurrency cap are shared by every job that talks to that system. HTTP attempts are reported to the
-audit trail of whichever job is running in the current asyncio task (a context variable), which is how
-a shared client writes into the right job's audit record.
+and concurrency cap are shared by every job that talks to that system. Each connection gets its own
+connection pool, sized to that cap: httpcore checks every idle keep-alive connection of a pool on each
+request it assigns, so one big pool shared by every system made each call pay for the idle sockets of
+all the others (milliseconds of CPU a call). HTTP attempts are reported to the audit trail of whichever
+job is running in the current asyncio task (a context variable), which is how a shared client writes
+into the right job's audit record.
+
+Per job, the executor reads the integration, its connections' edit stamps and its active mapping rows
+in one transaction (storage.hot.job_state); `client_at` and `mappings_in_force` then reuse what was
+built from those same rows.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import httpx2
 from anyio import to_thread
@@ -21,10 +30,13 @@ from sqlalchemy.engine import Engine
 
 from connectors.http import DEFAULT_TIMEOUT, ApiClient, Attempt, RetryPolicy
 from connectors.registry import SYSTEMS, build_client
-from storage import crud
+from storage import crud, hot
 from storage.crypto import Vault
 from storage.db import session_scope
-from storage.models import Connection, Integration
+from storage.hot import JobState
+from storage.lookups import DEFAULT_LOOKUPS
+from storage.lookups import PREFIX as LOOKUP_PREFIX
+from storage.models import Connection, Integration, Mapping
 from storage.settings import Settings
 from storage.tokens import StoredTokens
 
@@ -35,6 +47,7 @@ current_trail: contextvars.ContextVar[list[Attempt] | None] = contextvars.Contex
 DEFAULT_CONCURRENCY = {"netsuite": 5, "zuora": 40, "zoho": 10}  # in-flight calls per connection
 DEFAULT_LANE_LIMIT = 10  # jobs of one integration running at once, when its target names no cap
 LANE_LIMIT_TTL = 60.0  # seconds a lane limit is cached
+SPECS_KEPT = 500  # mapping rows (and lookup table sets) remembered before the cache starts afresh
 
 
 def record_attempt(attempt: Attempt) -> None:
@@ -49,17 +62,19 @@ class Services:
     engine: Engine
     vault: Vault
     settings: Settings
-    http: httpx2.AsyncClient = field(
-        default_factory=lambda: httpx2.AsyncClient(
-            timeout=DEFAULT_TIMEOUT, limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50)
-        )
-    )
+    # A pool to share between every connection (tests, previews); None: each connection gets its own.
+    http: httpx2.AsyncClient | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Observers for metrics: every remote call, and every finished job (flow, outcome, seconds).
     on_call: Callable[[Attempt], None] | None = None
     on_job: Callable[[str, str, float], None] | None = None
     _clients: dict[int, tuple[datetime, ApiClient]] = field(default_factory=dict)
+    _pools: dict[int, tuple[int, httpx2.AsyncClient]] = field(default_factory=dict)  # id → (size, pool)
+    _retired: list[httpx2.AsyncClient] = field(default_factory=list)
     _lane_limits: dict[int, tuple[float, int]] = field(default_factory=dict)
+    _specs: dict[int, dict[str, Any]] = field(default_factory=dict)  # mapping row id → spec
+    _tables: dict[tuple[int, ...], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _mappings: dict[int, Mapping] = field(default_factory=dict)  # mapping row id → the row, as read
 
     async def client_for(self, connection_id: int) -> ApiClient:
         """The shared client of a connection, rebuilt when the connection changed."""
@@ -74,6 +89,14 @@ class Services:
         client = self._build(connection)
         self._clients[connection_id] = (connection.updated_at, client)
         return client
+
+    async def client_at(self, connection_id: int, updated_at: datetime | None) -> ApiClient:
+        """The shared client of a connection the caller just saw last edited at `updated_at`: the cached
+        one while it was built from that edit, without reading the connection again."""
+        cached = self._clients.get(connection_id)
+        if cached is not None and updated_at is not None and cached[0] == updated_at:
+            return cached[1]
+        return await self.client_for(connection_id)
 
     def _build(self, connection: Connection) -> ApiClient:
         assert connection.id is not None
@@ -96,12 +119,28 @@ class Services:
             settings=connection.settings,
             secrets=crud.connection_secrets(self.vault, connection),
             sandbox=self.settings.sandbox,
-            http=self.http,
+            http=self.http or self._pool(connection_id, limit),
             tokens_from=tokens_from,
             on_attempt=self._attempted,
             retry=self.retry,
             max_concurrency=limit,
         )
+
+    def _pool(self, connection_id: int, size: int) -> httpx2.AsyncClient:
+        """The connection's own HTTP pool, `size` connections (its concurrency cap, which the client's
+        semaphore enforces, token requests included). Kept across edits of the connection unless the
+        cap changed; a replaced pool is closed with the services, after the calls still using it."""
+        found = self._pools.get(connection_id)
+        if found is not None and found[0] == size:
+            return found[1]
+        if found is not None:
+            self._retired.append(found[1])
+        pool = httpx2.AsyncClient(
+            timeout=DEFAULT_TIMEOUT,
+            limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
+        )
+        self._pools[connection_id] = (size, pool)
+        return pool
 
     def _attempted(self, attempt: Attempt) -> None:
         record_attempt(attempt)
@@ -126,10 +165,53 @@ class Services:
         self._lane_limits[integration_id] = (now, limit)
         return limit
 
+    async def mappings_in_force(self, state: JobState) -> tuple[dict[str, dict[str, Any]], Mapping | None]:
+        """The lookup tables and the flow's mapping that `state` names as active. Mapping rows never
+        change once written, so specs are read once by row id, and the tables built from the same rows
+        are one shared object (mappings only read them)."""
+        wanted = [row.id for row in state.lookups]
+        if state.flow_mapping is not None:
+            wanted.append(state.flow_mapping.id)
+        unknown = [row_id for row_id in wanted if row_id not in self._specs]
+        if unknown:
+            if len(self._specs) + len(unknown) > SPECS_KEPT:
+                self._specs.clear()
+                self._tables.clear()
+                unknown = wanted
+            self._specs.update(await to_thread.run_sync(partial(hot.mapping_specs, self.engine, unknown)))
+        key = tuple(row.id for row in state.lookups)
+        tables = self._tables.get(key)
+        if tables is None:
+            tables = {name: dict(rows) for name, rows in DEFAULT_LOOKUPS.items()}
+            for row in state.lookups:  # by row id: a table saved twice active keeps its newest rows
+                spec = self._specs.get(row.id) or {}
+                tables[row.flow.removeprefix(LOOKUP_PREFIX)] = dict(spec.get("rows") or {})
+            if len(self._tables) >= SPECS_KEPT:
+                self._tables.clear()
+            self._tables[key] = tables
+        mapping = None
+        if state.flow_mapping is not None:
+            row = state.flow_mapping
+            mapping = self._mappings.get(row.id)
+            if mapping is None:
+                spec = self._specs.get(row.id) or {}
+                mapping = Mapping(id=row.id, flow=row.flow, version=row.version, spec=spec)
+                if len(self._mappings) >= SPECS_KEPT:
+                    self._mappings.clear()
+                self._mappings[row.id] = mapping
+        return tables, mapping
+
     async def integration(self, integration_id: int) -> Integration | None:
         return await to_thread.run_sync(
             partial(crud.get_integration, self.engine, integration_id=integration_id)
         )
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        """Close the HTTP pools: each connection's own, and a shared one handed in (closed here as before)."""
+        pools = [*self._retired, *(pool for _, pool in self._pools.values())]
+        if self.http is not None:
+            pools.append(self.http)
+        self._pools.clear()
+        self._retired.clear()
+        for pool in pools:
+            await pool.aclose()

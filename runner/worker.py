@@ -62,7 +62,7 @@ class WorkerPool:
             free = self.concurrency - len(self._running)
             jobs: list[Job] = []
             if free > 0:
-                full = frozenset(i for i, n in self._lanes.items() if n >= self.lane_cap(i))
+                full, room = self._claimable()
                 try:
                     jobs = await to_thread.run_sync(
                         partial(
@@ -72,6 +72,7 @@ class WorkerPool:
                             limit=free,
                             lease=self.lease,
                             skip_integrations=full,
+                            per_integration_limit=room,
                         )
                     )
                 except Exception:
@@ -101,6 +102,21 @@ class WorkerPool:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_wait)
+
+    def _claimable(self) -> tuple[frozenset[int], dict[int, int]]:
+        """The lanes to skip (full here) and, for each lane running here, how many more of its jobs this
+        claim may take (its cap less what runs). Claiming more would overfill the lane and every job
+        over its cap would go straight back to the queue, a transaction each, for nothing. A lane not
+        running here yet is limited only by the pool's free slots."""
+        full: set[int] = set()
+        room: dict[int, int] = {}
+        for integration_id, running in self._lanes.items():
+            left = self.lane_cap(integration_id) - running
+            if left <= 0:
+                full.add(integration_id)
+            else:
+                room[integration_id] = left
+        return frozenset(full), room
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; give running jobs `grace` seconds, then cancel them (their leases expire)."""

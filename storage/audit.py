@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import func, literal_column, or_
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, inspect, literal_column, or_
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_attribute
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.sqltypes import NullType
@@ -30,7 +32,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import col, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from storage.db import session_scope
+from storage.db import session_scope, transaction
 from storage.models import AuditAttempt, AuditRecord
 
 
@@ -53,29 +55,82 @@ def write_record(engine: Engine, record: AuditRecord, attempts: Iterable[Attempt
 
 def write_records(engine: Engine, items: Iterable[tuple[AuditRecord, Iterable[AttemptLike]]]) -> None:
     """Insert several records with their attempts in one transaction (a batch's per-record outcomes)."""
-    with session_scope(engine) as session:
-        pending = []
-        for record, attempts in items:
-            session.add(record)
-            pending.append((record, attempts))
-        session.flush()
-        for record, attempts in pending:
-            assert record.id is not None
-            for seq, attempt in enumerate(attempts, start=1):
-                session.add(
-                    AuditAttempt(
-                        audit_record_id=record.id,
-                        seq=seq,
-                        system=attempt.system,
-                        method=attempt.method,
-                        url=attempt.url,
-                        status=attempt.status,
-                        duration_ms=round(attempt.duration_ms, 3),
-                        response_excerpt=attempt.response_excerpt,
-                        error=attempt.error,
-                        at=attempt.at,
-                    )
-                )
+    pending = list(items)
+    # Several records on SQLite take their ids under the write lock (see insert_records); one does not.
+    with transaction(engine, write=len(pending) > 1) as connection:
+        insert_records(connection, pending)
+
+
+AUDIT_RECORD = AuditRecord.__table__  # type: ignore[attr-defined]
+AUDIT_ATTEMPT = AuditAttempt.__table__  # type: ignore[attr-defined]
+_RECORD_COLUMNS = tuple(column.key for column in AUDIT_RECORD.columns if column.key != "id")
+# Rows come back in the order they were sent (SQLAlchemy's insertmanyvalues sorts them), so each record
+# learns its own id from one multi-row INSERT … RETURNING.
+_INSERT_RECORDS = AUDIT_RECORD.insert().returning(AUDIT_RECORD.c.id, sort_by_parameter_order=True)
+_LAST_RECORD_ID = select(func.max(AUDIT_RECORD.c.id))
+
+
+def insert_records(
+    connection: Connection, items: Iterable[tuple[AuditRecord, Iterable[AttemptLike]]]
+) -> None:
+    """Insert records and their attempts on `connection`, in the caller's transaction, and give each
+    record its id. On SQLite the transaction must hold the write lock (`transaction(write=True)`).
+
+    Plain Core INSERTs with the values the records already hold: no unit of work, and no model built per
+    attempt (validating objects we built ourselves bought nothing). A record leaves as if loaded from
+    the database and detached (`make_transient_to_detached`), as the ORM used to leave it.
+    """
+    pending = [(record, list(attempts)) for record, attempts in items]
+    if not pending:
+        return
+    fresh = [(record, attempts) for record, attempts in pending if record.id is None]
+    if len(fresh) < len(pending):  # a record that brings its own id keeps it
+        connection.execute(
+            AUDIT_RECORD.insert(),
+            [_record_row(record) | {"id": record.id} for record, _ in pending if record.id is not None],
+        )
+    if len(fresh) > 1 and connection.dialect.name == "sqlite":
+        # SQLite cannot return the ids of a multi-row INSERT in a known order, so SQLAlchemy would send
+        # one INSERT per record. Under the write lock (the caller's BEGIN IMMEDIATE) nobody else inserts,
+        # so the ids after the current largest are ours to hand out, and one executemany inserts them
+        # all. Were the lock not held, a writer taking the same ids would make this fail on the primary
+        # key, never mix records up.
+        last = connection.execute(_LAST_RECORD_ID).scalar() or 0
+        for offset, (record, _) in enumerate(fresh, start=1):
+            set_attribute(record, "id", last + offset)
+        connection.execute(
+            AUDIT_RECORD.insert(), [_record_row(record) | {"id": record.id} for record, _ in fresh]
+        )
+    elif fresh:
+        ids = connection.execute(_INSERT_RECORDS, [_record_row(record) for record, _ in fresh]).scalars()
+        for (record, _), record_id in zip(fresh, ids, strict=True):
+            set_attribute(record, "id", record_id)
+    rows = [
+        {
+            "audit_record_id": record.id,
+            "seq": seq,
+            "system": attempt.system,
+            "method": attempt.method,
+            "url": attempt.url,
+            "status": attempt.status,
+            "duration_ms": round(attempt.duration_ms, 3),
+            "response_excerpt": attempt.response_excerpt,
+            "error": attempt.error,
+            "at": attempt.at,
+        }
+        for record, attempts in pending
+        for seq, attempt in enumerate(attempts, start=1)
+    ]
+    if rows:
+        connection.execute(AUDIT_ATTEMPT.insert(), rows)
+    for record, _ in pending:
+        if inspect(record).transient:
+            make_transient_to_detached(record)
+
+
+def _record_row(record: AuditRecord) -> dict[str, Any]:
+    values = record.__dict__
+    return {name: values[name] if name in values else getattr(record, name) for name in _RECORD_COLUMNS}
 
 
 # Roughly how many records an equality on each filter column keeps: low-cardinality columns keep many,

@@ -36,6 +36,9 @@ from storage.types import utcnow
 RECORD_JOB_KIND = JobKind.POLL  # see runner/backfill.py: found by reading NetSuite, like a poll hit
 PENDING = (JobStatus.QUEUED, JobStatus.RUNNING)
 LIST_LIMIT = 50  # backfills `list_backfills` returns, newest first
+RECORD_JOB_MAX_ATTEMPTS = Job.model_fields["max_attempts"].default  # a per-record job's, as enqueue's
+_JOBS = Job.__table__  # type: ignore[attr-defined]
+_INSERT_JOBS = _JOBS.insert().returning(_JOBS.c.id)
 
 
 class BackfillRefused(ValueError):
@@ -187,27 +190,37 @@ def record_page(
             return None
         busy = _already_queued(session, current, ids)
         fresh = list(dict.fromkeys(i for i in ids if i not in busy))
-        # One multi-row INSERT for the page rather than a flush per job (storage.queue.enqueue's way).
+        # One multi-row Core INSERT … RETURNING id for the page: no model built and validated per job,
+        # no unit of work (storage.queue.enqueue's way costs a flush per job).
         page = [
-            Job(
-                integration_id=current.integration_id,
-                flow=current.flow,
-                kind=RECORD_JOB_KIND,
-                payload={"id": record_id, "backfill": current.id},
-                run_after=now,
-            )
+            {
+                "integration_id": current.integration_id,
+                "flow": current.flow,
+                "kind": RECORD_JOB_KIND,
+                "status": JobStatus.QUEUED,
+                "payload": {"id": record_id, "backfill": current.id},
+                "event_id": None,
+                "attempts": 0,
+                "max_attempts": RECORD_JOB_MAX_ATTEMPTS,
+                "run_after": now,
+                "lease_until": None,
+                "locked_by": None,
+                "last_error": None,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+            }
             for record_id in fresh
         ]
-        session.add_all(page)
-        session.flush()
+        page_ids = list(session.execute(_INSERT_JOBS, page).scalars()) if page else []
         state = dict(current.payload or {})
         queued = int(state.get("queued") or 0) + len(fresh)
         skipped = int(state.get("skipped") or 0) + len(ids) - len(fresh)
         state.update(
             after_id=after_id, queued=queued, skipped=skipped, pages=int(state.get("pages") or 0) + 1
         )
-        if page:  # the newest job it queued: progress counts over ids up to here only
-            state["last_job_id"] = max(job.id or 0 for job in page)
+        if page_ids:  # the newest job it queued: progress counts over ids up to here only
+            state["last_job_id"] = max(page_ids)
         # Once paging ends, the total is what was actually read (rows added or removed meanwhile count).
         state["total"] = queued + skipped if last else total
         values: dict[str, Any] = {

@@ -7,11 +7,15 @@ everything else a page shows uses the `*Public` models.
 from __future__ import annotations
 
 import secrets as pysecrets
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlmodel import col, func, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import SQLModel, col, func, select
 
+from storage.construct import construct
 from storage.crypto import Vault
 from storage.db import session_scope
 from storage.models import (
@@ -24,6 +28,8 @@ from storage.models import (
     Workspace,
 )
 from storage.types import utcnow
+
+TableModel = TypeVar("TableModel", bound=SQLModel)
 
 
 def create_workspace(engine: Engine, *, name: str) -> Workspace:
@@ -68,8 +74,7 @@ def create_connection(
 
 
 def get_connection(engine: Engine, *, connection_id: int) -> Connection | None:
-    with session_scope(engine) as session:
-        return session.get(Connection, connection_id)
+    return _first(engine, Connection, _BY_ID[Connection], {"id": connection_id})
 
 
 def connection_secrets(vault: Vault, connection: Connection) -> dict[str, Any]:
@@ -113,8 +118,7 @@ def get_integration_by_key(engine: Engine, *, key: str) -> Integration | None:
 
 
 def get_integration(engine: Engine, *, integration_id: int) -> Integration | None:
-    with session_scope(engine) as session:
-        return session.get(Integration, integration_id)
+    return _first(engine, Integration, _BY_ID[Integration], {"id": integration_id})
 
 
 def integration_secrets(vault: Vault, integration: Integration) -> dict[str, str]:
@@ -159,12 +163,7 @@ def save_mapping(
 
 
 def active_mapping(engine: Engine, *, integration_id: int, flow: str) -> Mapping | None:
-    with session_scope(engine) as session:
-        return session.exec(
-            select(Mapping).where(
-                col(Mapping.integration_id) == integration_id, col(Mapping.flow) == flow, col(Mapping.active)
-            )
-        ).first()
+    return _first(engine, Mapping, _ACTIVE_MAPPING, {"integration_id": integration_id, "flow": flow})
 
 
 def mapping_version(engine: Engine, *, integration_id: int, flow: str, version: int) -> Mapping | None:
@@ -270,3 +269,37 @@ def set_integration_active(engine: Engine, *, integration_id: int, active: bool)
         integration.active = active
         session.add(integration)
         return True
+
+
+# --- the runner's per-job reads: one Core SELECT each, statements built once -------------------------
+
+_BY_ID = {
+    model: sa_select(model.__table__).where(model.__table__.c.id == bindparam("id"))  # type: ignore[attr-defined]
+    for model in (Connection, Integration)
+}
+_MAPPING = Mapping.__table__  # type: ignore[attr-defined]
+_ACTIVE_MAPPING = (
+    sa_select(_MAPPING)
+    .where(
+        _MAPPING.c.integration_id == bindparam("integration_id"),
+        _MAPPING.c.flow == bindparam("flow"),
+        _MAPPING.c.active.is_(True),
+    )
+    .order_by(_MAPPING.c.id)
+    .limit(1)
+)
+
+
+def _first(
+    engine: Engine, model: type[TableModel], statement: Any, params: dict[str, Any]
+) -> TableModel | None:
+    """The first row of `statement` as a detached `model` object (as a session would have returned it
+    after closing), without a Session or the ORM's loading machinery: these reads run per job."""
+    with engine.connect() as connection:
+        row = connection.execute(statement, params).first()
+        connection.rollback()  # nothing was written: end the read transaction
+    if row is None:
+        return None
+    found = construct(model, **row._mapping)
+    make_transient_to_detached(found)
+    return found

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from storage.settings import get_settings
@@ -45,6 +45,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT}")
+    # Durability: in WAL mode, synchronous=NORMAL writes each commit to the WAL file before COMMIT
+    # returns and fsyncs only at checkpoints. A committed transaction therefore survives the runner
+    # process crashing or being killed (the OS holds the pages), which is what "the event and its jobs
+    # commit before the answer" relies on. It does NOT survive power loss or an OS crash: the last
+    # transactions before the outage may roll back. A deployment that needs that guarantee sets
+    # synchronous=FULL here (a fsync per commit) or runs PostgreSQL.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -52,13 +58,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     mode = connection.info.pop("sqlite_begin", "BEGIN")
-    connection.exec_driver_sql(mode)
+    # Straight to the driver: a BEGIN needs none of SQLAlchemy's statement execution (events, result
+    # set-up), and every transaction pays for it.
+    connection.connection.driver_connection.execute(mode)
 
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
     """The process-wide engine for the configured database."""
     return make_engine(get_settings().effective_database_url)
+
+
+@contextmanager
+def transaction(engine: Engine | None = None, *, write: bool = False) -> Iterator[Connection]:
+    """A Core connection inside a transaction, committed on success and rolled back on error.
+
+    The cheap path for work that is plain statements (bulk inserts, guarded UPDATEs): no Session, no
+    identity map, no unit of work. `write=True` means BEGIN IMMEDIATE on SQLite, as in `session_scope`.
+    """
+    engine = engine or get_engine()
+    with engine.connect() as connection:
+        if write and is_sqlite(engine):
+            connection.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        with connection.begin():
+            yield connection
 
 
 @contextmanager

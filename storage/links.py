@@ -9,18 +9,28 @@ the same key, so the destination also sees the same request twice at most.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
+from sqlalchemy import Row, and_, bindparam, or_, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
-from storage.db import session_scope
+from storage.construct import construct
+from storage.db import session_scope, transaction
 from storage.models import Link
 from storage.types import utcnow
 
 CLAIM_LEASE = 120.0  # seconds a create may take before another worker may take the claim over
+LINK = Link.__table__  # type: ignore[attr-defined]
+KEY = ["integration_id", "flow", "source_id"]  # the link's unique constraint, the upserts' conflict target
 
 
 class LinkBusy(Exception):
@@ -45,61 +55,42 @@ def claim(
     lease: float = CLAIM_LEASE,
 ) -> LinkState:
     """The link of a source record: linked already, or claimed by `worker` for creating the target."""
-    for _ in range(2):
-        now = utcnow()
-        with session_scope(engine, write=True) as session:
-            query = select(Link).where(
-                col(Link.integration_id) == integration_id,
-                col(Link.flow) == flow,
-                col(Link.source_id) == source_id,
-            )
-            if engine.dialect.name == "postgresql":
-                query = query.with_for_update()
-            link = session.exec(query).first()
-            if link is not None:
-                if link.target_id:
-                    return LinkState(link, linked=True)
-                claim_live = link.claimed_until is not None and link.claimed_until > now
-                if claim_live and link.claimed_by != worker:
-                    raise LinkBusy(f"{flow} {source_id} is being created by {link.claimed_by}")
-                link.claimed_by = worker
-                link.claimed_until = now + timedelta(seconds=lease)
-                link.updated_at = now
-                session.add(link)
-                return LinkState(link, linked=False)
-        try:
-            with session_scope(engine, write=True) as session:
-                link = Link(
-                    integration_id=integration_id,
-                    flow=flow,
-                    source_system=source_system,
-                    source_id=source_id,
-                    target_system=target_system,
-                    idempotency_key=uuid.uuid4().hex,
-                    claimed_by=worker,
-                    claimed_until=now + timedelta(seconds=lease),
-                )
-                session.add(link)
-                session.flush()
-                return LinkState(link, linked=False)
-        except IntegrityError:
-            continue  # another worker inserted it first; read theirs
-    raise LinkBusy(f"{flow} {source_id}: link row contended")
+    now = utcnow()
+    params = {
+        "integration_id": integration_id,
+        "flow": flow,
+        "source_system": source_system,
+        "source_id": source_id,
+        "target_system": target_system,
+        "idempotency_key": uuid.uuid4().hex,
+        "p_worker": worker,
+        "p_until": now + timedelta(seconds=lease),
+        "p_now": now,
+    }
+    with transaction(engine, write=True) as connection:
+        row = connection.execute(_statements(engine).claim, params).first()
+        if row is not None:
+            return LinkState(_link(row), linked=False)
+        link = _link(connection.execute(_FIND, params).one())
+    if link.target_id:
+        return LinkState(link, linked=True)
+    raise LinkBusy(f"{flow} {source_id} is being created by {link.claimed_by}")
+
+
+def _link(row: Row[Any]) -> Link:
+    """The Link of a row just read, as a detached object (as if a session had loaded it), built without
+    the ORM's per-query loading machinery or SQLModel's constructor."""
+    link = construct(Link, **row._mapping)
+    make_transient_to_detached(link)
+    return link
 
 
 def complete(engine: Engine, link: Link, *, target_id: str, payload_hash: str | None) -> None:
     """Record the target of a claimed link and release the claim."""
-    # write=True: a read-then-write in a deferred SQLite transaction fails at once ("database is locked")
-    # when another connection committed in between; BEGIN IMMEDIATE waits for the lock instead.
-    with session_scope(engine, write=True) as session:
-        row = session.get(Link, link.id)
-        assert row is not None
-        row.target_id = target_id
-        row.payload_hash = payload_hash
-        row.claimed_by = None
-        row.claimed_until = None
-        row.updated_at = utcnow()
-        session.add(row)
+    params = {"p_id": link.id, "target_id": target_id, "payload_hash": payload_hash, "updated_at": utcnow()}
+    with transaction(engine) as connection:
+        result = connection.execute(_COMPLETE, params)
+        assert result.rowcount == 1, f"link {link.id} is gone"
 
 
 def release(engine: Engine, link: Link, *, worker: str, rejected: bool) -> None:
@@ -110,25 +101,235 @@ def release(engine: Engine, link: Link, *, worker: str, rejected: bool) -> None:
     reach the destination is not made twice. After a rejection (`rejected=True`) nothing was created and
     the destination remembers the refusal under that key, so the next attempt, with a corrected payload,
     gets a new key."""
-    with session_scope(engine, write=True) as session:
-        row = session.get(Link, link.id)
-        if row is not None and row.claimed_by == worker and not row.target_id:
-            row.claimed_by = None
-            row.claimed_until = None
-            if rejected:
-                row.idempotency_key = uuid.uuid4().hex
-            row.updated_at = utcnow()
-            session.add(row)
+    params: dict[str, Any] = {"p_id": link.id, "p_worker": worker, "updated_at": utcnow()}
+    if rejected:
+        params["idempotency_key"] = uuid.uuid4().hex
+    with transaction(engine) as connection:
+        connection.execute(_RELEASE_REJECTED if rejected else _RELEASE, params)
 
 
 def touch(engine: Engine, link: Link, *, payload_hash: str | None) -> None:
     """Remember the hash of the payload last written through an existing link."""
-    with session_scope(engine, write=True) as session:
-        row = session.get(Link, link.id)
-        if row is not None:
-            row.payload_hash = payload_hash
-            row.updated_at = utcnow()
-            session.add(row)
+    params = {"p_id": link.id, "payload_hash": payload_hash, "updated_at": utcnow()}
+    with transaction(engine) as connection:
+        connection.execute(_TOUCH, params)
+
+
+def claim_many(
+    engine: Engine,
+    *,
+    integration_id: int,
+    flow: str,
+    source_system: str,
+    target_system: str,
+    claims: dict[str, str],
+    lease: float = CLAIM_LEASE,
+) -> dict[str, LinkState | LinkBusy]:
+    """`claim` for many source records at once (source id → claimant), in one write transaction: each
+    answer is the record's LinkState (linked already, or claimed by its claimant for creating the
+    target) or the LinkBusy `claim` would have raised, by the same rules record by record.
+
+    One upsert for all of them (each row's claim decided by the database, as in `claim`), then one read
+    of the links it did not claim."""
+    if not claims:
+        return {}
+    now = utcnow()
+    until = now + timedelta(seconds=lease)
+    rows = [
+        {
+            "integration_id": integration_id,
+            "flow": flow,
+            "source_system": source_system,
+            "source_id": source_id,
+            "target_system": target_system,
+            "idempotency_key": uuid.uuid4().hex,
+            "claimed_by": worker,
+            "claimed_until": until,
+            "created_at": now,
+            "updated_at": now,
+        }
+        # Sorted: two runners claiming overlapping sets lock the rows in the same order (no deadlock).
+        for source_id, worker in sorted(claims.items())
+    ]
+    answers: dict[str, LinkState | LinkBusy] = {}
+    with transaction(engine, write=True) as connection:
+        for row in connection.execute(_statements(engine).claim_many, rows):
+            answers[row.source_id] = LinkState(_link(row), linked=False)
+        rest = [source_id for source_id in claims if source_id not in answers]
+        if rest:
+            found = connection.execute(
+                _FIND_MANY, {"integration_id": integration_id, "flow": flow, "source_ids": rest}
+            )
+            for row in found:
+                link = _link(row)
+                answers[link.source_id] = (
+                    LinkState(link, linked=True)
+                    if link.target_id
+                    else LinkBusy(f"{flow} {link.source_id} is being created by {link.claimed_by}")
+                )
+    return answers
+
+
+@dataclass(frozen=True)
+class LinkWrite:
+    """What a finished write stores in its link: the target it made or found (`complete`), or only the
+    hash of the payload sent through an existing link (`touch`, when `target_id` is None)."""
+
+    link: Link
+    payload_hash: str | None
+    target_id: str | None = None
+
+
+def store_many(engine: Engine, writes: Iterable[LinkWrite]) -> None:
+    """`complete` and `touch` for many links in one transaction (two executemany UPDATEs at most).
+
+    A link completed here must still exist (LookupError otherwise, and nothing is stored); a touched
+    one that was deleted meanwhile has nothing to remember and is passed over."""
+    now = utcnow()
+    completes, touches = [], []
+    for write in writes:
+        params = {"p_id": write.link.id, "payload_hash": write.payload_hash, "updated_at": now}
+        if write.target_id is None:
+            touches.append(params)
+        else:
+            completes.append(params | {"target_id": write.target_id})
+    if not completes and not touches:
+        return
+    with transaction(engine, write=True) as connection:
+        if completes:
+            done = connection.execute(_COMPLETE, completes).rowcount
+            if done != len(completes):
+                ids = [params["p_id"] for params in completes]
+                present = set(connection.execute(_IDS, {"ids": ids}).scalars())
+                gone = sorted(set(ids) - present)
+                raise LookupError(f"links {gone} vanished before their targets could be stored")
+        if touches:
+            connection.execute(_TOUCH, touches)
+
+
+# --- the statements, built once (a statement built per call costs more CPU than running it) ---------
+
+_FIND = sa_select(LINK).where(
+    LINK.c.integration_id == bindparam("integration_id"),
+    LINK.c.flow == bindparam("flow"),
+    LINK.c.source_id == bindparam("source_id"),
+)
+_FIND_MANY = sa_select(LINK).where(
+    LINK.c.integration_id == bindparam("integration_id"),
+    LINK.c.flow == bindparam("flow"),
+    LINK.c.source_id.in_(bindparam("source_ids", expanding=True)),
+)
+_IDS = sa_select(LINK.c.id).where(LINK.c.id.in_(bindparam("ids", expanding=True)))
+_COMPLETE = (
+    update(LINK)
+    .where(LINK.c.id == bindparam("p_id"))
+    .values(
+        target_id=bindparam("target_id"),
+        payload_hash=bindparam("payload_hash"),
+        claimed_by=None,
+        claimed_until=None,
+        updated_at=bindparam("updated_at"),
+    )
+)
+_RELEASE = (
+    update(LINK)
+    .where(
+        LINK.c.id == bindparam("p_id"), LINK.c.claimed_by == bindparam("p_worker"), LINK.c.target_id.is_(None)
+    )
+    .values(claimed_by=None, claimed_until=None, updated_at=bindparam("updated_at"))
+)
+_RELEASE_REJECTED = _RELEASE.values(idempotency_key=bindparam("idempotency_key"))
+_TOUCH = (
+    update(LINK)
+    .where(LINK.c.id == bindparam("p_id"))
+    .values(payload_hash=bindparam("payload_hash"), updated_at=bindparam("updated_at"))
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The upserts, which differ by dialect (ON CONFLICT is spelled per dialect in SQLAlchemy)."""
+
+    claim: Any  # returns the claimed link's row (inserted, or taken over), or nothing
+    claim_many: Any  # the same for many rows (executemany), each row's claimant in its own values
+    record_targets: Any
+
+
+@cache
+def _dialect_statements(dialect: str) -> _Statements:
+    insert = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(LINK)
+    # One upsert decides a claim: a new row is ours; an existing row without a target is taken over
+    # when its claim is ours or has run out, and left alone otherwise. The database evaluates that
+    # against the row it holds locked (PostgreSQL) or under the write lock (SQLite), so two workers can
+    # never both come away holding the claim; nothing is read first.
+    takeable = and_(
+        LINK.c.target_id.is_(None),
+        or_(
+            LINK.c.claimed_until.is_(None),
+            LINK.c.claimed_until <= bindparam("p_now"),
+            LINK.c.claimed_by == bindparam("p_worker"),
+        ),
+    )
+    claim = (
+        insert.values(
+            integration_id=bindparam("integration_id"),
+            flow=bindparam("flow"),
+            source_system=bindparam("source_system"),
+            source_id=bindparam("source_id"),
+            target_system=bindparam("target_system"),
+            target_id=None,
+            idempotency_key=bindparam("idempotency_key"),
+            payload_hash=None,
+            claimed_by=bindparam("p_worker"),
+            claimed_until=bindparam("p_until"),
+            created_at=bindparam("p_now"),
+            updated_at=bindparam("p_now"),
+        )
+        .on_conflict_do_update(
+            index_elements=KEY,
+            set_={
+                "claimed_by": bindparam("p_worker"),
+                "claimed_until": bindparam("p_until"),
+                "updated_at": bindparam("p_now"),
+            },
+            where=takeable,
+        )
+        .returning(*LINK.columns)
+    )
+    # A batch's links: new ones inserted, existing ones given the target and hash (a claim they carry is
+    # left as it is).
+    record_targets = insert.on_conflict_do_update(
+        index_elements=KEY,
+        set_={
+            "target_id": insert.excluded.target_id,
+            "payload_hash": insert.excluded.payload_hash,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+    # `claim` for many rows: the claimant, lease end and time come from each row's own values
+    # (`excluded`), so SQLAlchemy can send the rows as one multi-row upsert.
+    excluded = insert.excluded
+    claim_many = insert.on_conflict_do_update(
+        index_elements=KEY,
+        set_={
+            "claimed_by": excluded.claimed_by,
+            "claimed_until": excluded.claimed_until,
+            "updated_at": excluded.updated_at,
+        },
+        where=and_(
+            LINK.c.target_id.is_(None),
+            or_(
+                LINK.c.claimed_until.is_(None),
+                LINK.c.claimed_until <= excluded.updated_at,
+                LINK.c.claimed_by == excluded.claimed_by,
+            ),
+        ),
+    ).returning(*LINK.columns)
+    return _Statements(claim=claim, claim_many=claim_many, record_targets=record_targets)
+
+
+def _statements(engine: Engine) -> _Statements:
+    return _dialect_statements(engine.dialect.name)
 
 
 def find(engine: Engine, *, integration_id: int, flow: str, source_id: str) -> Link | None:
@@ -152,34 +353,32 @@ def record_targets(
     targets: dict[str, tuple[str, str | None]],
 ) -> None:
     """Store source id → (target id, payload hash) for many records in one transaction: the links of a
-    batch written with a destination-side upsert key (Zoho's NetSuite_Id), which needs no create claim."""
+    batch written with a destination-side upsert key (Zoho's NetSuite_Id), which needs no create claim.
+
+    One upsert statement: new links are inserted, existing ones get the target and hash (a claim they
+    carry is left as it is)."""
     if not targets:
         return
     now = utcnow()
-    with session_scope(engine, write=True) as session:
-        existing = {
-            link.source_id: link
-            for link in session.exec(
-                select(Link).where(
-                    col(Link.integration_id) == integration_id,
-                    col(Link.flow) == flow,
-                    col(Link.source_id).in_(list(targets)),
-                )
-            )
+    rows = [
+        {
+            "integration_id": integration_id,
+            "flow": flow,
+            "source_system": source_system,
+            "source_id": source_id,
+            "target_system": target_system,
+            "target_id": target_id,
+            "idempotency_key": uuid.uuid4().hex,
+            "payload_hash": payload_hash,
+            "claimed_by": None,
+            "claimed_until": None,
+            "created_at": now,
+            "updated_at": now,
         }
-        for source_id, (target_id, payload_hash) in targets.items():
-            link = existing.get(source_id) or Link(
-                integration_id=integration_id,
-                flow=flow,
-                source_system=source_system,
-                source_id=source_id,
-                target_system=target_system,
-                idempotency_key=uuid.uuid4().hex,
-            )
-            link.target_id = target_id
-            link.payload_hash = payload_hash
-            link.updated_at = now
-            session.add(link)
+        for source_id, (target_id, payload_hash) in targets.items()
+    ]
+    with transaction(engine, write=True) as connection:
+        connection.execute(_statements(engine).record_targets, rows)
 
 
 def targets_of(engine: Engine, *, integration_id: int, flow: str, source_ids: list[str]) -> dict[str, str]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -96,16 +98,24 @@ def save_lookup(
 
 
 def active_lookups(engine: Engine, *, integration_id: int) -> dict[str, dict[str, Any]]:
-    """Every stored table's active rows, by table name (one query)."""
-    with session_scope(engine) as session:
-        found = session.exec(
-            select(Mapping).where(
-                col(Mapping.integration_id) == integration_id,
-                col(Mapping.flow).startswith(PREFIX),
-                col(Mapping.active),
-            )
-        ).all()
-    return {row.flow.removeprefix(PREFIX): dict((row.spec or {}).get("rows") or {}) for row in found}
+    """Every stored table's active rows, by table name (one query; should a table have two active
+    versions, the newest wins)."""
+    with engine.connect() as connection:
+        found = connection.execute(_ACTIVE_TABLES, {"integration_id": integration_id}).all()
+        connection.rollback()  # a read: end its transaction
+    return {flow.removeprefix(PREFIX): dict((spec or {}).get("rows") or {}) for flow, spec in found}
+
+
+_MAPPING = Mapping.__table__  # type: ignore[attr-defined]
+_ACTIVE_TABLES = (
+    sa_select(_MAPPING.c.flow, _MAPPING.c.spec)
+    .where(
+        _MAPPING.c.integration_id == bindparam("integration_id"),
+        _MAPPING.c.flow.startswith(PREFIX),
+        _MAPPING.c.active.is_(True),
+    )
+    .order_by(_MAPPING.c.id)
+)
 
 
 def lookup_versions(engine: Engine, *, integration_id: int, name: str) -> list[Mapping]:

@@ -17,12 +17,16 @@ until the grace period after the rotation ends. The grace is the rotation's own 
 grace_seconds=)`, e.g. 0 to revoke a leaked secret at once), else `integration.settings
 ["secret_grace_seconds"]`, else 24 hours. Rotating again inside the grace period drops the oldest value:
 only one previous secret is ever kept.
+
+A rotation takes effect with the next delivery, also in a runner that cached the integration before it
+(storage.intake: a delivery is stored only if the integration row is still the one it was judged on).
 """
 
 from __future__ import annotations
 
 import math
 import secrets as pysecrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,17 +101,26 @@ def accepted(vault: Vault, integration: Integration, name: str, now: datetime | 
     """The values of secret `name` a delivery may carry right now: the current one first, then the
     previous one while its grace period lasts. Empty when the secret was never set."""
     values: dict[str, str] = dict(vault.decrypt(integration.webhook_secrets_encrypted) or {})
+    return accepted_values(values, integration.settings or {}, name, now)
+
+
+def accepted_values(
+    values: Mapping[str, str], settings: Mapping[str, Any], name: str, now: datetime | None = None
+) -> list[str]:
+    """`accepted` for secrets already decrypted (`values`) and the integration's `settings`: what
+    webhook intake calls on its cached copy of an integration, so the grace period still ends on time."""
     result = [values[name]] if values.get(name) else []
     previous = values.get(f"{name}.previous", "")
-    rotated_at = _parse_time(values.get(f"{name}.rotated_at"))
-    if previous and rotated_at is not None:
-        grace = _grace(values.get(f"{name}.grace_seconds"), integration.settings or {})
-        if (now or utcnow()) < rotated_at + timedelta(seconds=grace):
-            result.append(previous)
+    if previous:
+        rotated_at = _parse_time(values.get(f"{name}.rotated_at"))
+        if rotated_at is not None:
+            grace = _grace(values.get(f"{name}.grace_seconds"), settings)
+            if (now or utcnow()) < rotated_at + timedelta(seconds=grace):
+                result.append(previous)
     return result
 
 
-def _grace(own: str | None, settings: dict[str, Any]) -> float:
+def _grace(own: str | None, settings: Mapping[str, Any]) -> float:
     """The rotation's own grace, else the integration's setting, else the default (bad values ignored)."""
     for raw in (own, settings.get(GRACE_SETTING)):
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):

@@ -229,6 +229,50 @@ class ZohoClient(ApiClient):
                 page += 1
         raise RemoteError(f"listing {module} ran past {MAX_PAGES} pages", system=self.system)
 
+    async def list_records(
+        self, module: str, *, fields: list[str], per_page: int = PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every record of `module` in id order (`GET /crm/v8/{module}?fields=..&per_page=200`), each with
+        `id` and the `fields` asked for (at most 50 names a call).
+
+        Pages follow `info.next_page_token` when Zoho gives one (it must past 2,000 records) and `page`
+        numbers otherwise; 204 (no records) ends the listing; a repeated token, or more than MAX_PAGES
+        pages, raises rather than loops (shared/api/zoho.md §2d).
+        """
+        base = {"fields": ",".join(dict.fromkeys(["id", *fields])), "per_page": per_page, "sort_by": "id"}
+        page, token, tokens = 1, "", set()
+        for _ in range(MAX_PAGES):
+            params = {**base, **({"page_token": token} if token else {"page": page})}
+            response = await self.request("GET", f"/crm/{API_VERSION}/{module}", params=params)
+            if response.status_code == 204:
+                return
+            body = _json(response)
+            for record in body.get("data") or []:
+                yield record
+            info = body.get("info") or {}
+            if not info.get("more_records"):
+                return
+            token = str(info.get("next_page_token") or "")
+            if token in tokens:
+                raise RemoteError(f"Zoho repeated page token {token!r} listing {module}", system=self.system)
+            if token:
+                tokens.add(token)
+            else:
+                page += 1
+        raise RemoteError(f"listing {module} ran past {MAX_PAGES} pages", system=self.system)
+
+    async def update_record(self, module: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`PUT /crm/v8/{module}/{id}` with the fields to change; Zoho's per-record result (a refusal
+        raises RemoteError naming the field)."""
+        body = {"data": [fields]}
+        response = await self.request("PUT", f"/crm/{API_VERSION}/{module}/{record_id}", json=body)
+        [result] = list(_json(response).get("data") or [{}])[:1] or [{}]
+        if str(result.get("status")) != "success":
+            raise RemoteError(
+                f"Zoho refused the {module} update: {self.describe_error(response)}", system=self.system
+            )
+        return dict(result)
+
 
 def _json(response: httpx2.Response) -> dict[str, Any]:
     try:

@@ -17,6 +17,8 @@ from connectors.errors import ConfigurationError, ConnectorError, RemoteError, T
 from connectors.http import ApiClient
 
 PAGE_SIZE = 40  # rows per page, the v1 list maximum (larger values are treated as 40)
+QUERY_PAGE = 99  # rows per Object Query page, its maximum; also the crmIds one IN filter carries
+UNLISTABLE = frozenset(",[]")  # characters that would break an Object Query IN list
 
 # Category (last two digits of a reason code) → reaction. Zuora advises retrying 50 (lock
 # contention), 61 (temporary), 70 (limit) and 99 (external system); 10/11 are permission and auth.
@@ -123,6 +125,38 @@ class ZuoraClient(ApiClient):
         data = _json(response).get("data") or []
         return data[0] if data else None
 
+    async def find_accounts_by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The accounts of many crmIds through Object Query `crmid.IN:[...]`, up to QUERY_PAGE ids a
+        call, following `nextPage`: crmId (lower-cased, as Zuora's filters match) → the first account
+        found with it. An id holding a comma, a bracket or nothing at all cannot go in a list and is
+        looked up on its own."""
+        found: dict[str, dict[str, Any]] = {}
+        listable = sorted({c for c in crm_ids if c.strip() and not set(c) & UNLISTABLE})
+        for single in sorted(set(crm_ids) - set(listable)):
+            account = await self.find_account_by_crm_id(single)
+            if account is not None:
+                found.setdefault(single.lower(), account)
+        for start in range(0, len(listable), QUERY_PAGE):
+            chunk = listable[start : start + QUERY_PAGE]
+            params: dict[str, Any] = {
+                "filter[]": f"crmid.IN:[{','.join(chunk)}]",
+                "fields[]": "id,accountnumber,name,crmid",
+                "pageSize": QUERY_PAGE,
+            }
+            seen: set[str] = set()
+            while True:
+                body = _json(await self.request("GET", "/object-query/accounts", params=params))
+                for row in body.get("data") or []:
+                    crm_id = row.get("crmid") or row.get("crmId")
+                    if crm_id is not None:
+                        found.setdefault(str(crm_id).lower(), row)
+                cursor = body.get("nextPage")
+                if not cursor or cursor in seen:  # a paginator that refuses to loop
+                    break
+                seen.add(cursor)
+                params = {**params, "cursor": cursor}
+        return found
+
     async def create_account(self, payload: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         """POST /v1/accounts under an Idempotency-Key; returns accountId and accountNumber."""
         response = await self.request(
@@ -168,6 +202,22 @@ class ZuoraClient(ApiClient):
         written back."""
         async for payment in self._pages("/v1/payments", "payments", {"pageSize": PAGE_SIZE, **filters}):
             yield payment
+
+    async def query(self, zoql: str) -> AsyncIterator[dict[str, Any]]:
+        """Every record of a ZOQL query (`POST /v1/action/query`, then `queryMore` while `done` is false;
+        up to 2,000 records a call, PascalCase keys, null fields left out: shared/api/zuora.md §3)."""
+        body = _json(await self.request("POST", "/v1/action/query", json={"queryString": zoql}))
+        seen: set[str] = set()
+        while True:
+            for record in body.get("records") or []:
+                yield record
+            locator = str(body.get("queryLocator") or "")
+            if body.get("done", True) or not locator:
+                return
+            if locator in seen:  # a paginator that refuses to loop
+                raise RemoteError(f"Zuora repeated query locator {locator!r}", system=self.system)
+            seen.add(locator)
+            body = _json(await self.request("POST", "/v1/action/queryMore", json={"queryLocator": locator}))
 
     async def _pages(self, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The `key` rows of a v1 list, following nextPage (a full URL) until Zuora stops sending one."""

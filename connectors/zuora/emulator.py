@@ -6,7 +6,7 @@ SDK). Behaviours the notes mark UNCONFIRMED are attributes on `ZuoraEmulator`, e
     POST     /oauth/token                                   client credentials (form body)
     POST     /v1/accounts                                   create; Idempotency-Key honoured
     GET|PUT  /v1/accounts/{id|number}                       read (basicInfo, ...) / update
-    GET      /object-query/accounts[/{key}]                 filter[]=crmid.EQ:x, fields[], pageSize, cursor
+    GET      /object-query/accounts[/{key}]                 filter[]=crmid.EQ:x (or .IN:[x,y]), fields[], pageSize, cursor
     POST     /v1/action/query, /queryMore                   ZOQL: select ... from Account where ... and ...
     POST     /v1/invoices                                   standalone invoice (Draft or Posted)
     POST     /v1/invoices/bulk-post                         post up to 50 Draft invoices

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.emulator_kit import iso_utc
 from connectors.emulator_sql import Column, SqlError, compare, parse_select
+from connectors.zuora import emulator_zoql
 from connectors.zuora.emulator_common import (
     INVALID,
     MISSING,
@@ -227,11 +228,12 @@ class Accounts:
         parsed = [self._parse_filter(f) for f in filters]
         # Narrow by crmId on the raw accounts first: the connector looks accounts up by crmId before
         # every create, and building a query row for every account made that cost grow with the tenant.
-        crm_ids = [value for name, op, value in parsed if name == "crmid" and op == "EQ"]
+        crm_ids = [(op, value) for name, op, value in parsed if name == "crmid" and op in ("EQ", "IN")]
         with self.owner.lock:
             accounts = list(self._accounts.values())
             if crm_ids:
-                accounts = [a for a in accounts if _filter_match(a.get("crmId"), "EQ", crm_ids[0])]
+                op, value = crm_ids[0]
+                accounts = [a for a in accounts if _filter_match(a.get("crmId"), op, value)]
             rows = [self.query_row(a) for a in accounts]
         rows = [r for r in rows if all(_filter_match(r.get(name), op, value) for name, op, value in parsed)]
         return rows[offset : offset + size], len(rows)
@@ -240,17 +242,28 @@ class Accounts:
         name, _, rest = text.partition(".")
         op, sep, value = rest.partition(":")
         name = name.lower()
-        if not sep or op not in ("EQ", "NE"):
-            raise SqlError(f"filter {text!r}: expected <field>.EQ:<value> or <field>.NE:<value>")
+        if not sep or op not in ("EQ", "NE", "IN"):
+            raise SqlError(
+                f"filter {text!r}: expected <field>.EQ:<value>, <field>.NE:<value> or <field>.IN:[<a>,<b>]"
+            )
         if name not in FILTERABLE and name not in self.owner.indexed_custom_fields:
             raise SqlError(f"filter {text!r}: field '{name}' is not filterable")
+        if op == "IN":
+            if not (value.startswith("[") and value.endswith("]")) or not value[1:-1].strip():
+                raise SqlError(f"filter {text!r}: IN takes a bracketed list, <field>.IN:[<a>,<b>]")
+            items = [item.strip() for item in value[1:-1].split(",")]
+            return name, op, [None if item == "null" else item for item in items]
         return name, op, None if value == "null" else value
 
     def zoql(self, query_string: str) -> list[dict[str, Any]]:
         """Run `select F1, F2 from Account where F = 'v' [and ...]`; PascalCase keys, nulls left out."""
         query = parse_select(query_string)
+        if query.table.lower() in emulator_zoql.objects():  # Invoice and Contact: emulator_zoql
+            return emulator_zoql.run(self.owner, query, _zoql_match)
         if query.table.lower() != "account":
-            raise SqlError(f"invalid ZOQL object {query.table!r}: only Account is emulated")
+            raise SqlError(
+                f"invalid ZOQL object {query.table!r}: only Account, Invoice and Contact are emulated"
+            )
         if query.items is None or not all(isinstance(i.expr, Column) for i in query.items) or query.order_by:
             raise SqlError("ZOQL needs explicit field names and has no functions, * or ORDER BY")
         selected = [i.expr.name.lower() for i in query.items if isinstance(i.expr, Column)]
@@ -291,6 +304,8 @@ class Accounts:
 
 
 def _filter_match(value: Any, op: str, wanted: Any) -> bool:
+    if op == "IN":
+        return any(_filter_match(value, "EQ", one) for one in wanted)
     equal = (value is None and wanted is None) or (
         value is not None and wanted is not None and str(value).lower() == str(wanted).lower()
     )

@@ -41,6 +41,11 @@ class FlowContext:
     # The integration's active mapping of this flow (None: the flow's default) and its version (0).
     mapping: dict[str, Any] | None = None
     mapping_version: int = 0
+    # Set by the executor for `write_batch`, one entry per item: the job's own link claimant (so a
+    # retry of that job, in whatever batch, takes its claim over at once) and the job's own attempt
+    # trail, for calls a batch flow makes for one record only. Empty: use `worker` and the shared trail.
+    item_workers: list[str] = field(default_factory=list)
+    item_trails: list[list[Any]] = field(default_factory=list)
 
 
 class Postpone(Exception):

@@ -395,7 +395,7 @@ def test_zoql_leaves_out_null_fields(zuora_http: httpx2.Client, zuora_auth: dict
     ("query", "code"),
     [
         ("select Nope from Account", "INVALID_FIELD"),
-        ("select Id from Invoice", "MALFORMED_QUERY"),
+        ("select Id from Order", "MALFORMED_QUERY"),  # ZOQL has no Orders (notes §3)
         ("select * from Account", "MALFORMED_QUERY"),
         ("select Id from Account where", "MALFORMED_QUERY"),
         ("select Id from Account order by Id", "MALFORMED_QUERY"),
