@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ from connectors.spec import SystemSpec
 
 RESPONSE_EXCERPT = 1000  # characters of a response body kept on an attempt
 DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)  # seconds
+URL_TEMPLATES = 256  # (path prefix, query) pairs whose parsed URL a client keeps to build URLs from
+# A last path segment that URL parsing leaves exactly as it is: unreserved characters (never quoted)
+# without a dot (so never a "." or ".." segment to normalise away). A record id, typically.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-]{1,200}")
+_PLACEHOLDER = "0"  # the last segment of the URL a template is parsed from
 
 
 @dataclass(frozen=True)
@@ -134,11 +140,15 @@ class ApiClient:
         self.tokens: TokenSource = tokens_from(self.fetch_token)
         self.on_attempt = on_attempt
         self.retry = retry or RetryPolicy()
+        # Calls in flight at once, at most (None: no cap); callers with many calls to make can run that
+        # many at a time instead of queueing the rest on the semaphore.
+        self.max_concurrency = max_concurrency or None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         # Set by connectors.registry.build_client: the system's declared hosts, and whether loopback
         # emulators are allowed. Hosts a system names at run time (Zoho's api_domain) are checked too.
         self.spec: SystemSpec | None = None
         self.sandbox = False
+        self._templates: dict[tuple[str, tuple[tuple[str, type, Any], ...] | None], Any] = {}
 
     # --- hooks a system overrides -------------------------------------------------------------
     async def fetch_token(self) -> TokenGrant:
@@ -289,13 +299,18 @@ class ApiClient:
         url = self.url(path)
         all_headers = dict(headers or {})
         all_headers.update(auth or {})
+        target: str | httpx2.URL = url
+        built = self._built_url(url, kwargs.get("params"))
+        if built is not None:  # the same URL, built without parsing it: the query is in it already
+            target = built
+            kwargs = {name: value for name, value in kwargs.items() if name != "params"}
         started = time.perf_counter()
         try:
             if self._slots is not None:
                 async with self._slots:
-                    response = await self.http.request(method, url, headers=all_headers, **kwargs)
+                    response = await self.http.request(method, target, headers=all_headers, **kwargs)
             else:
-                response = await self.http.request(method, url, headers=all_headers, **kwargs)
+                response = await self.http.request(method, target, headers=all_headers, **kwargs)
         except httpx2.TransportError as exc:
             elapsed = (time.perf_counter() - started) * 1000
             message = f"{type(exc).__name__}: could not reach {strip_query(url)}"
@@ -309,6 +324,58 @@ class ApiClient:
             )
         )
         return response
+
+    def _built_url(self, url: str, params: Any) -> httpx2.URL | None:
+        """The httpx2 URL that `http.request(method, url, params=params)` would send to, built from a
+        template instead of parsing `url` and merging `params` again (two URL parses a request, a tenth
+        of a bare GET's CPU), or None to let httpx2 build it.
+
+        Only for a URL whose last segment URL parsing leaves as it is (`_PLAIN_SEGMENT`: a record id) and
+        simple parameters. The template is what httpx2 itself builds for the same prefix and parameters
+        with a placeholder as the last segment (so the host, port, path prefix and query are exactly
+        httpx2's), and the URL is that template with the segment put in place of the placeholder."""
+        if "?" in url or "#" in url:
+            return None
+        prefix, _, leaf = url.rpartition("/")
+        client_params = getattr(self.http, "params", None)
+        # Parameters set on the client would replace the template's query: let httpx2 merge them.
+        if not prefix or _PLAIN_SEGMENT.fullmatch(leaf) is None or client_params is None or client_params:
+            return None
+        if params is None:
+            query = None
+        elif isinstance(params, dict) and all(type(v) in (str, int) for v in params.values()):
+            # The type is in the key: 1 and True are equal keys, but httpx2 writes them "1" and "true".
+            query = tuple((str(k), type(v), v) for k, v in params.items())
+        else:
+            return None
+        key = (prefix, query)
+        template = self._templates.get(key, _MISSING)
+        if template is _MISSING:
+            template = self._template(prefix, params)
+            if len(self._templates) >= URL_TEMPLATES:
+                self._templates.clear()
+            self._templates[key] = template
+        if template is None:
+            return None
+        built = httpx2.URL.__new__(httpx2.URL)
+        built._uri_reference = template._replace(path=template.path[: -len(_PLACEHOLDER)] + leaf)
+        return built
+
+    def _template(self, prefix: str, params: Any) -> Any:
+        """httpx2's parsed form of `prefix/<placeholder>` with `params`, or None when it cannot serve as a
+        template (its path does not end in the placeholder, or this httpx2 keeps URLs differently)."""
+        try:
+            parsed = self.http.build_request("GET", f"{prefix}/{_PLACEHOLDER}", params=params).url
+        except Exception:  # an invalid URL: the request itself will say so, through httpx2
+            return None
+        reference = getattr(parsed, "_uri_reference", None)
+        path = getattr(reference, "path", None)
+        if not isinstance(path, str) or not path.endswith("/" + _PLACEHOLDER):
+            return None
+        return reference
+
+
+_MISSING = object()
 
 
 def _excerpt(response: httpx2.Response) -> str:

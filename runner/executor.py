@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from anyio import to_thread
+from sqlalchemy.orm.attributes import set_attribute
 
 from connectors.errors import ConnectorError, RemoteError
 from runner import backfill
@@ -30,6 +33,7 @@ from storage.construct import construct
 from storage.models import AuditRecord, Integration, Job, JobKind, Mapping, Outcome
 
 log = logging.getLogger("ml_connector.jobs")
+T = TypeVar("T")
 
 
 async def execute(services: Services, job: Job, *, worker: str) -> str:
@@ -85,7 +89,7 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
             finally:
                 current_trail.reset(token)
 
-        mapped = await asyncio.gather(*(prepare(i) for i in range(len(jobs))))
+        mapped = await _each(prepare, len(jobs), lanes=getattr(ctx.source, "max_concurrency", None))
         ready = [(i, m) for i, m in enumerate(mapped) if m is not None]
         shared: list[Any] = []
         ctx.item_workers = [f"job:{jobs[i].id}" for i, _ in ready]
@@ -114,8 +118,28 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
     ]
     await _settle(services, settlements, list(zip(records, trails, strict=True)), worker=worker)
     for job, record, trail in zip(jobs, records, trails, strict=True):
-        _finished(services, job, record, len(trail))
+        _finished(services, job, record, len(trail), quiet=True)
+    _log_batch(jobs, records)
     return [record.outcome for record in records]
+
+
+async def _each(run: Callable[[int], Awaitable[T]], count: int, *, lanes: int | None) -> list[T]:
+    """`run(0)` … `run(count - 1)`, at most `lanes` at a time (None: all at once), results in order.
+
+    A batch's fetches go through a source client that takes `max_concurrency` calls at once: that many
+    lanes, each taking the next index when its last one is done, keep it as busy as one task per record
+    queued on the client's semaphore would, without a task and a semaphore wait per record."""
+    if lanes is None or lanes >= count:
+        return list(await asyncio.gather(*(run(i) for i in range(count))))
+    results: list[T | None] = [None] * count
+    indexes = iter(range(count))
+
+    async def lane() -> None:
+        for index in indexes:  # shared: each index is taken by exactly one lane
+            results[index] = await run(index)
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    return cast(list[T], results)
 
 
 def _new_record(job: Job, flow: Flow | None) -> AuditRecord:
@@ -133,16 +157,24 @@ def _new_record(job: Job, flow: Flow | None) -> AuditRecord:
 
 
 def _record_write(record: AuditRecord, result: WriteResult) -> None:
-    record.target_id = result.target_id
-    record.action = result.action
-    record.response = result.response
+    _put(record, target_id=result.target_id, action=result.action, response=result.response)
+
+
+def _put(record: AuditRecord, **values: Any) -> None:
+    """Set fields of a record as SQLModel's `__setattr__` does on a table model (SQLAlchemy's tracked
+    set, and the field counted as set) without pydantic's assignment machinery on top: per record, per
+    field, on the hot path (storage.queue._set does the same for jobs)."""
+    fields_set = record.__pydantic_fields_set__
+    for name, value in values.items():
+        set_attribute(record, name, value)
+        fields_set.add(name)
 
 
 def _judge(job: Job, record: AuditRecord, error: Exception | None) -> queue.Settlement:
     """Set the record's outcome from the job's error (None: success); returns how to settle the job."""
-    record.finished_at = datetime.now(UTC)
+    _put(record, finished_at=datetime.now(UTC))
     if error is None:
-        record.outcome = Outcome.SUCCEEDED
+        _put(record, outcome=Outcome.SUCCEEDED)
         return queue.succeeded(job)
     record.error_message = str(error)
     if isinstance(error, Postpone):
@@ -178,8 +210,10 @@ async def _settle(
         log.warning("job %s: lease lost to another runner before it could be settled", job.id)
 
 
-def _finished(services: Services, job: Job, record: AuditRecord, attempts: int) -> None:
-    _log_outcome(job, record, attempts)
+def _finished(
+    services: Services, job: Job, record: AuditRecord, attempts: int, *, quiet: bool = False
+) -> None:
+    _log_outcome(job, record, attempts, quiet=quiet)
     if services.on_job is not None and record.finished_at is not None:
         services.on_job(job.flow, record.outcome, (record.finished_at - record.started_at).total_seconds())
 
@@ -310,9 +344,16 @@ async def _spec(services: Services, integration_id: int, flow: Flow, version: in
     return stored.spec if stored is not None else flow.default_mapping
 
 
-def _log_outcome(job: Job, record: AuditRecord, attempts: int) -> None:
+def _log_outcome(job: Job, record: AuditRecord, attempts: int, *, quiet: bool = False) -> None:
+    """One line per job run: INFO for a success (DEBUG when `quiet`: a batch sums its successes up in
+    one INFO line, see `_log_batch`, and the audit trail holds each record), WARNING otherwise."""
+    if record.outcome == Outcome.SUCCEEDED:
+        level = logging.DEBUG if quiet else logging.INFO
+    else:
+        level = logging.WARNING
+    if not log.isEnabledFor(level):
+        return
     duration = (record.finished_at - record.started_at).total_seconds() if record.finished_at else 0.0
-    level = logging.INFO if record.outcome == Outcome.SUCCEEDED else logging.WARNING
     log.log(
         level,
         "job=%s flow=%s source=%s target=%s outcome=%s action=%s attempts=%d http=%d duration_ms=%.0f error_class=%s error=%s",
@@ -328,3 +369,31 @@ def _log_outcome(job: Job, record: AuditRecord, attempts: int) -> None:
         record.error_class or "-",
         (record.error_message or "-")[:300],
     )
+
+
+def _log_batch(jobs: list[Job], records: list[AuditRecord]) -> None:
+    """One INFO line per batch: how many of its jobs succeeded (each one's line is DEBUG; its audit
+    record, found by job or source id, has its outcome and attempts) and how many did not (each of those
+    also has its own WARNING line)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    outcomes = Counter(str(record.outcome) for record in records)
+    succeeded = [record.source_id for record in records if record.outcome == Outcome.SUCCEEDED]
+    started = min(record.started_at for record in records)
+    finished = max((record.finished_at or record.started_at) for record in records)
+    log.info(
+        "batch flow=%s jobs=%d first_job=%s last_job=%s outcomes=%s duration_ms=%.0f succeeded_sources=%s",
+        jobs[0].flow,
+        len(jobs),
+        jobs[0].id,
+        jobs[-1].id,
+        ",".join(f"{outcome}:{count}" for outcome, count in sorted(outcomes.items())),
+        (finished - started).total_seconds() * 1000,
+        _id_list(succeeded),
+    )
+
+
+def _id_list(ids: list[str], shown: int = 100) -> str:
+    """Ids for a log line, comma-separated, cut after `shown` of them."""
+    text = ",".join(ids[:shown]) or "-"
+    return text if len(ids) <= shown else f"{text},…(+{len(ids) - shown})"

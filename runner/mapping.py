@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -129,18 +129,49 @@ class _Problem(NamedTuple):
 
 def lookup(record: Any, path: str) -> Any:
     """The value at a dotted path, matching keys case-insensitively; None when absent."""
+    return _follow(record, _path(path))
+
+
+class _Part(NamedTuple):
+    """One step of a source path, read once: the key, its list index (for digits) and its lower case."""
+
+    key: str
+    index: int | None
+    lowered: str
+
+
+def _path(path: str) -> tuple[_Part, ...]:
+    return tuple(
+        _Part(part, int(part) if part.isascii() and part.isdigit() else None, part.lower())
+        for part in path.split(".")
+    )
+
+
+def _follow(record: Any, parts: tuple[_Part, ...], folded: dict[int, dict[str, Any]] | None = None) -> Any:
+    """`lookup` with the path split already. `folded` (one apply's, while the record cannot change)
+    remembers each object's keys in lower case, first key first, so a record missing many mapped keys
+    is scanned once per object rather than once per missing key."""
     current: Any = record
-    for part in path.split("."):
-        if isinstance(current, list) and part.isascii() and part.isdigit():
-            current = current[int(part)] if int(part) < len(current) else None
+    for part in parts:
+        if part.index is not None and isinstance(current, list):
+            current = current[part.index] if part.index < len(current) else None
             continue
         if not isinstance(current, Mapping):
             return None
-        if part in current:
-            current = current[part]
+        if part.key in current:
+            current = current[part.key]
             continue
-        lowered = part.lower()
-        current = next((v for k, v in current.items() if str(k).lower() == lowered), None)
+        if folded is None:
+            lowered = part.lowered
+            current = next((v for k, v in current.items() if str(k).lower() == lowered), None)
+            continue
+        keys = folded.get(id(current))
+        if keys is None:
+            keys = {}
+            for key, value in current.items():
+                keys.setdefault(str(key).lower(), value)
+            folded[id(current)] = keys
+        current = keys.get(part.lowered)
     return current
 
 
@@ -161,15 +192,19 @@ def apply(spec: Mapping[str, Any], record: Mapping[str, Any], *, lookups: Lookup
     `lookups` are the lookup tables by name (see storage.lookups.lookups_for); a `lookup` step whose
     table is missing fails.
     """
-    problem = _first_problem(spec, lookups)
+    text = repr(spec)
+    problem = _first_problem(spec, lookups, text)
     if problem is not None:
         raise MappingError(problem.field, problem.message)
-    payload = _Run(record, lookups).rules(spec["fields"], record, "")
-    create_only = {rule["target"] for rule in spec["fields"] if rule.get("create_only")}
+    plan = _compiled(spec, text)
+    payload: dict[str, Any] = {}
+    folded: dict[int, dict[str, Any]] = {}
+    for run in plan.rules:
+        run(record, lookups, payload, folded)
     return Mapped(
         payload=payload,
-        create_only=frozenset(target for target in create_only if _has_path(payload, target)),
-        flows_back=flows_back_fields(spec),
+        create_only=frozenset(target for target in plan.create_only if _has_path(payload, target)),
+        flows_back=plan.flows_back,
     )
 
 
@@ -306,15 +341,120 @@ class _Run:
         return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
+# --- apply's compiled form -------------------------------------------------------------------------
+# A spec is run over thousands of records: what a rule needs (its source paths split, its transforms
+# found, its target split) is worked out once per spec text, and each record then runs a small closure
+# per rule. The result is the one `_Run` gives (`preview` still runs `_Run`, with its notes); rules with
+# `each` go through `_Run` here too. A plan is only made for a spec that validated, and keyed by its
+# text, so two specs that print alike (same types included) share one; the plan holds its own copy of
+# each rule, never the caller's objects.
+
+_RuleRun = Callable[[Any, Lookups | None, dict[str, Any], dict[int, dict[str, Any]]], None]
+
+
+class _Plan(NamedTuple):
+    rules: tuple[_RuleRun, ...]
+    create_only: tuple[str, ...]
+    flows_back: frozenset[str]
+
+
+COMPILED_SPECS = 256  # distinct spec texts whose compiled form `apply` keeps
+_plans: dict[str, _Plan] = {}
+
+
+def _compiled(spec: Mapping[str, Any], text: str) -> _Plan:
+    plan = _plans.get(text)
+    if plan is None:
+        rules = [copy.deepcopy(rule) for rule in spec["fields"]]
+        plan = _Plan(
+            rules=tuple(_compile_rule(rule) for rule in rules),
+            create_only=tuple(dict.fromkeys(rule["target"] for rule in rules if rule.get("create_only"))),
+            flows_back=flows_back_fields(spec),
+        )
+        if len(_plans) >= COMPILED_SPECS:
+            _plans.clear()
+        _plans[text] = plan
+    return plan
+
+
+def _compile_rule(rule: dict[str, Any]) -> _RuleRun:
+    """One top-level rule of a validated spec as a closure `(record, lookups, payload, folded) -> None`
+    that does what `_Run.rule` does for it without notes: fills `payload` or raises MappingError."""
+    target: str = rule["target"]
+    if "each" in rule:
+
+        def run_each(
+            record: Any, lookups: Lookups | None, payload: dict[str, Any], _folded: dict[int, dict[str, Any]]
+        ) -> None:
+            _Run(record, lookups).rule(rule, record, target, payload)
+
+        return run_each
+
+    nested = "." in target
+    required = bool(rule.get("required"))
+    has_default = "default" in rule
+    default = rule.get("default")
+    has_value = "value" in rule
+    constant = rule.get("value")
+    source = rule.get("source")
+    sources = [source] if isinstance(source, str) else list(source or [])
+    # At the top level the scope is the record, so "$." paths and plain ones read the same object.
+    paths = tuple(_path(s[len(ROOT) :] if s.startswith(ROOT) else s) for s in sources)
+    joined = isinstance(source, list) and _joins(rule)
+    stepped = tuple((TRANSFORMS[step["name"]], step) for step in steps(rule.get("transform")))
+
+    def read(record: Any, parts: tuple[_Part, ...], folded: dict[int, dict[str, Any]]) -> Any:
+        value = _follow(record, parts, folded)
+        return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+    def run(
+        record: Any, lookups: Lookups | None, payload: dict[str, Any], folded: dict[int, dict[str, Any]]
+    ) -> None:
+        value: Any = None
+        if has_value:
+            value = copy.deepcopy(constant)
+        elif joined:
+            found = [v for parts in paths if not is_empty(v := read(record, parts, folded))]
+            value = found or None
+        else:
+            for parts in paths:
+                value = read(record, parts, folded)
+                if not is_empty(value):
+                    break
+            else:
+                value = None
+        if stepped:
+            ctx = StepContext(field=target, lookups=lookups)
+            for known, step in stepped:
+                if not known.per_value:
+                    value = known.run(value, step, ctx)
+                elif isinstance(value, list):
+                    value = [item if is_empty(item) else known.run(item, step, ctx) for item in value]
+                elif not is_empty(value):
+                    value = known.run(value, step, ctx)
+        if has_default and is_empty(value):
+            value = copy.deepcopy(default)
+        if is_empty(value):
+            if required:
+                raise MappingError(target, _required_message(rule))
+        elif nested:
+            _set_path(payload, target, value, target)
+        else:
+            payload[target] = value
+
+    return run
+
+
 VALIDATED_SPECS = 256  # distinct (spec, lookup table names) pairs whose validation `apply` remembers
 _validated: dict[tuple[str, tuple[str, ...] | None], _Problem | None] = {}
 
 
-def _first_problem(spec: Any, lookups: Mapping[str, Any] | None) -> _Problem | None:
+def _first_problem(spec: Any, lookups: Mapping[str, Any] | None, text: str | None = None) -> _Problem | None:
     """The first problem of a spec, validated once per spec rather than once per record: a job runs the
     same few specs over and over. A spec is only as valid as the lookup tables it names, so the key is
-    the spec's text (repr keeps types apart: a tuple is not a list to the validator) and the table names."""
-    key = (repr(spec), None if lookups is None else tuple(sorted(lookups)))
+    the spec's text (repr keeps types apart: a tuple is not a list to the validator) and the table names.
+    `text` is `repr(spec)` when the caller has it already."""
+    key = (repr(spec) if text is None else text, None if lookups is None else tuple(sorted(lookups)))
     if key in _validated:
         return _validated[key]
     problems = _problems(spec, lookups=lookups)
