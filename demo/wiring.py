@@ -64,7 +64,8 @@ def wire(engine: Engine, vault: Vault, creds: SandboxCredentials) -> DemoWiring:
         name="Zuora (emulator)",
         base_url=creds.zuora_url,
         environment="emulator",
-        settings={"client_id": creds.zuora_client_id},
+        # The declared environment (a ping checks the form is complete); base_url sends calls to the emulator.
+        settings={"client_id": creds.zuora_client_id, "environment": "US API Sandbox (Cloud 2)"},
         secrets={"client_secret": creds.zuora_client_secret},
     )
     zoho = _upsert_connection(
@@ -75,7 +76,7 @@ def wire(engine: Engine, vault: Vault, creds: SandboxCredentials) -> DemoWiring:
         name="Zoho CRM (emulator)",
         base_url=creds.zoho_url,
         environment="emulator",
-        settings={"client_id": creds.zoho_client_id},
+        settings={"client_id": creds.zoho_client_id, "data_centre": "com"},  # base_url: the emulator
         secrets={"client_secret": creds.zoho_client_secret, "refresh_token": creds.zoho_refresh_token},
     )
     zuora_id = _upsert_integration(

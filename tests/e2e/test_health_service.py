@@ -331,6 +331,17 @@ def test_reping_stores_the_verdict_on_the_connection(stack: Stack, engine: Engin
     )
 
 
+def test_reping_of_each_demo_connection_succeeds(stack: Stack, engine: Engine, vault: Vault) -> None:
+    # The demo's connections are complete forms (the Zuora one names its environment), so the app's
+    # re-ping and the runner's outage re-ping of them succeed against the emulators.
+    with Session(engine) as session:
+        ids = {c.system: c.id for c in session.exec(select(Connection)).all()}
+    results = {system: reping(engine, vault, connection_id=i or 0, sandbox=True) for system, i in ids.items()}
+    assert {system: (r.ok, r.message if not r.ok else "") for system, r in results.items()} == {
+        system: (True, "") for system in ids
+    }
+
+
 def test_reping_of_an_unknown_connection_is_refused(engine: Engine, vault: Vault) -> None:
     with pytest.raises(LookupError, match="no connection 999"):
         reping(engine, vault, connection_id=999, sandbox=True)

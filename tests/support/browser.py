@@ -136,3 +136,12 @@ def grid_cell(grid: Any, text: str) -> Any:
     canvas's fallback table, which is never rendered, hence `include_hidden`.
     """
     return grid.get_by_role("gridcell", name=text, exact=True, include_hidden=True)
+
+
+def wait_until_settled(page: Any, timeout: float = 30.0) -> None:
+    """Wait until the app's script run has finished: while it runs, elements of the previous run are still
+    on the page (Streamlit redraws in place), so a locator could read a stale one."""
+    from playwright.sync_api import expect
+
+    app = page.get_by_test_id("stApp")
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=int(timeout * 1000))

@@ -43,6 +43,7 @@ from tests.support.browser import (
     require_chromium,
     screenshot_whole_page,
     streamlit_app,
+    wait_until_settled,
 )
 from tests.support.live import serve, wait_for
 from tests.ui.conftest import APP_PATH
@@ -383,6 +384,7 @@ def type_into(widget: Locator, text: str) -> None:
 
 def code_after(page: Page, caption: str) -> str:
     """The text of the code block drawn right after the caption `caption`."""
+    wait_until_settled(page)
     label = page.get_by_test_id("stCaptionContainer").filter(has_text=caption)
     code = label.locator("xpath=following::*[@data-testid='stCode'][1]").locator("code")
     expect(code).not_to_be_empty()
