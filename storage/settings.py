@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default=900.0, gt=0, alias="ML_CONNECTOR_CHANNEL_CHECK_INTERVAL"
     )  # s
     retention_days: int = Field(default=90, ge=1, alias="ML_CONNECTOR_RETENTION_DAYS")
+    # How often each integration is reconciled (an integration's `reconcile_interval` setting overrides
+    # it; 0 there turns the schedule off), and the lease a runner holds on a run while it works on it.
+    reconcile_interval: float = Field(default=86400.0, gt=0, alias="ML_CONNECTOR_RECONCILE_INTERVAL")  # s
+    reconcile_lease: float = Field(default=120.0, gt=0, alias="ML_CONNECTOR_RECONCILE_LEASE")  # seconds
 
     @field_validator("database_url")
     @classmethod

@@ -18,23 +18,30 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from connectors.errors import ConnectorError
 from connectors.registry import SYSTEMS
+from runner.reconcile.service import Choice, ReconcileRefused, TargetMatch, find_existing_target
 from runner.replay import (
     REPLAY_BATCH_LIMIT,
     BulkReplay,
     ReplayMode,
     ReplayPlan,
     ReplayRefused,
+    job_payload,
     plan,
     replay_filtered,
     replay_one,
     replay_progress,
     superseded_by,
 )
-from storage.audit import AuditFilter, get_record, has_records, list_records, replays_of
+from storage import links
+from storage.audit import AuditFilter, get_record, has_records, list_records, replays_of, write_record
 from storage.crud import list_integrations
+from storage.crypto import get_vault
 from storage.models import AuditAttempt, AuditRecord, Outcome
+from storage.settings import get_settings
 from storage.types import utcnow
+from views._auth import SESSION_USER
 from views._ui import (
     AUDIT_PAGE_SIZE,
     COUNT_LIMIT,
@@ -65,6 +72,9 @@ DEFAULT_RANGE = "Last week"
 CUSTOM_RANGE = "Custom dates"
 ALL = "all"
 REPLAYS_KEY = "audit_replays"  # session state: {audit record id: job id} of replays enqueued here
+# Session state: {audit record id: (TargetMatch, mode, refetch)} of replays waiting for update/link/skip.
+CHOICES_KEY = "audit_replay_choices"
+NOTES_KEY = "audit_replay_notes"  # session state: {audit record id: (kind, text)} said after a replay click
 BULK_PLAN_KEY = "audit_bulk_plan"  # session state: (filter signature, ReplayPlan) once counted
 BULK_DONE_KEY = "audit_bulk_done"  # session state: (filter signature, BulkReplay) of the last bulk replay
 REPLAY_POLL = 2.0  # seconds between looks for the audit record of a replay enqueued from this page
@@ -530,16 +540,210 @@ def replay_panel(engine: Engine, record: AuditRecord) -> None:
             "replaying this one sends older data."
         )
     if pressed:
-        try:
-            job_id = replay_one(engine, record.id, mode=ReplayMode(mode), refetch=refetch)
-        except ReplayRefused as refused:
-            st.error(f"Cannot replay this record: {refused}.", icon=":material/block:")
-        else:
-            st.session_state.setdefault(REPLAYS_KEY, {})[record.id] = job_id
+        _replay_pressed(engine, record, ReplayMode(mode), refetch)
+    pending = st.session_state.get(CHOICES_KEY, {}).get(record.id)
+    if pending is not None:
+        existing_target_choice(engine, record, pending[0])
+    note = st.session_state.get(NOTES_KEY, {}).get(record.id)
+    if note is not None:
+        {"error": st.error, "info": st.info, "caption": st.caption}[note[0]](note[1])
     job_id = st.session_state.get(REPLAYS_KEY, {}).get(record.id)
     if job_id is not None:
         replay_status(engine, job_id)
     earlier_replays(engine, record, skip_job=job_id)
+
+
+def _replay_pressed(engine: Engine, record: AuditRecord, mode: ReplayMode, refetch: bool) -> None:
+    """Replay `record`, unless it would create a record that the target already has: then ask first."""
+    assert record.id is not None
+    st.session_state.setdefault(NOTES_KEY, {}).pop(record.id, None)
+    st.session_state.setdefault(CHOICES_KEY, {}).pop(record.id, None)
+    try:
+        job_payload(record, mode, refetch)  # refused now, rather than after asking update/link/skip
+    except ReplayRefused as refused:
+        st.error(f"Cannot replay this record: {refused}.", icon=":material/block:")
+        return
+    existing, unchecked = existing_before_create(engine, record)
+    if existing is not None:
+        st.session_state[CHOICES_KEY][record.id] = (existing, mode, refetch)
+        return
+    try:
+        job_id = replay_one(engine, record.id, mode=mode, refetch=refetch)
+    except ReplayRefused as refused:
+        st.error(f"Cannot replay this record: {refused}.", icon=":material/block:")
+        return
+    st.session_state.setdefault(REPLAYS_KEY, {})[record.id] = job_id
+    if unchecked is not None:
+        target = _system_title(record.target_system)
+        st.session_state[NOTES_KEY][record.id] = (
+            "caption",
+            f":material/warning: Could not look in {target} for a record already carrying source id "
+            f"{md_code(record.source_id)} ({md_escape(unchecked)}); the replay still goes through the "
+            "flow's own duplicate checks.",
+        )
+
+
+def existing_before_create(engine: Engine, record: AuditRecord) -> tuple[TargetMatch | None, str | None]:
+    """The target record already carrying this record's source id, when a replay would create one (no
+    target on the record nor in the link table); with why the target could not be searched, if so.
+    Only records read from NetSuite are looked up: the other flows upsert by a key of their own."""
+    if record.target_id or record.source_system != "netsuite":
+        return None, None
+    link = links.find(
+        engine, integration_id=record.integration_id, flow=record.flow, source_id=record.source_id
+    )
+    if link is not None and link.target_id:
+        return None, None
+    try:
+        found = find_existing_target(
+            engine,
+            get_vault(),
+            get_settings(),
+            integration_id=record.integration_id,
+            flow=record.flow,
+            source_id=record.source_id,
+        )
+    except (ConnectorError, ReconcileRefused, LookupError) as exc:
+        return None, str(exc)
+    return found, None
+
+
+def existing_target_choice(engine: Engine, record: AuditRecord, found: TargetMatch) -> None:
+    """The target already has this record: update it, link it, or skip — the person's choice, audited."""
+    assert record.id is not None
+    target = _system_title(record.target_system)
+    name = (
+        f"**{md_escape(found.label)}** ({md_code(found.target_id)})"
+        if found.label
+        else md_code(found.target_id)
+    )
+    st.warning(
+        f"{md_escape(target)} already has {name} carrying source id {md_code(record.source_id)} (found by "
+        f"{md_code(found.via)}): this replay would create a second one. Choose what to do — the choice "
+        "goes into the audit trail.",
+        icon=":material/content_copy:",
+    )
+    for column, (choice, label, icon) in zip(
+        st.columns(3),
+        [
+            (Choice.UPDATE, "Update it", ":material/sync:"),
+            (Choice.LINK, "Link only", ":material/link:"),
+            (Choice.SKIP, "Skip", ":material/block:"),
+        ],
+        strict=True,
+    ):
+        column.button(
+            label,
+            key=f"audit_replay_choice_{choice}_{record.id}",
+            icon=icon,
+            width="stretch",
+            on_click=_choose,
+            args=(engine, record.id, choice),
+        )
+    st.caption(
+        f"Update: link it and replay onto it · Link only: link it, send nothing · Skip: do nothing "
+        f"({md_escape(target)} keeps its record, this one stays failed)."
+    )
+
+
+def _choose(engine: Engine, record_id: int, choice: Choice) -> None:
+    """Button callback: carry out the choice about an existing target and say what happened."""
+    pending = st.session_state.get(CHOICES_KEY, {}).pop(record_id, None)
+    record = get_record(engine, record_id)
+    if pending is None or record is None:
+        return
+    found, mode, refetch = pending
+    notes = st.session_state.setdefault(NOTES_KEY, {})
+    target = _system_title(record[0].target_system)
+    try:
+        job_id = decide_existing(engine, record[0], found, choice, by=_user(), mode=mode, refetch=refetch)
+    except ReplayRefused as refused:
+        notes[record_id] = ("error", f"Cannot replay this record: {md_escape(str(refused))}.")
+        return
+    if job_id is not None:
+        st.session_state.setdefault(REPLAYS_KEY, {})[record_id] = job_id
+        return
+    if choice is Choice.SKIP:
+        notes[record_id] = (
+            "info",
+            f"Skipped: nothing was sent, and {target} keeps "
+            f"{md_code(found.target_id)}. The choice is in the audit trail.",
+        )
+    else:
+        invoice = (
+            " (a Zuora invoice is never rewritten, so nothing was sent)"
+            if record[0].flow == "invoice"
+            else ""
+        )
+        notes[record_id] = (
+            "info",
+            f"Linked source id {md_code(record[0].source_id)} to {target} {md_code(found.target_id)}{invoice}: "
+            "the next sync of this record updates it. The choice is in the audit trail.",
+        )
+
+
+def decide_existing(
+    engine: Engine,
+    record: AuditRecord,
+    found: TargetMatch,
+    choice: Choice,
+    *,
+    by: str,
+    mode: ReplayMode,
+    refetch: bool,
+) -> int | None:
+    """Carry out update / link / skip for a replay whose target already exists; the replay job's id
+    when one was enqueued.
+
+    A stand-in until runner.reconcile.service offers this for replays (its `resync` does the same for a
+    drift): update and link record the link (the target already carries the source id: that is how it was
+    found), update then replays onto it (an invoice is linked only: Zuora invoices are never rewritten),
+    and every choice is written to the audit trail as the reconciliation service writes its decisions.
+    """
+    assert record.id is not None
+    job_id = None
+    if choice in (Choice.UPDATE, Choice.LINK):
+        links.record_targets(
+            engine,
+            integration_id=record.integration_id,
+            flow=record.flow,
+            source_system=record.source_system,
+            target_system=record.target_system,
+            targets={record.source_id: (found.target_id, None)},
+        )
+    if choice is Choice.UPDATE and record.flow != "invoice":
+        job_id = replay_one(engine, record.id, mode=mode, refetch=refetch)
+    now = utcnow()
+    decision = AuditRecord(
+        integration_id=record.integration_id,
+        flow=record.flow,
+        source_system=record.source_system,
+        source_id=record.source_id,
+        target_system=record.target_system,
+        target_id=found.target_id,
+        action=choice.value,
+        response={
+            "decided_by": by,
+            "before_replay_of": record.id,
+            "found_by": found.via,
+            "found": found.label,
+            "queued_job": job_id,
+        },
+        outcome=Outcome.SUCCEEDED,
+        error_message=f"replay of record {record.id}: {choice.value} by {by}",
+        started_at=now,
+        finished_at=now,
+    )
+    write_record(engine, decision, [])
+    return job_id
+
+
+def _system_title(system: str) -> str:
+    return SYSTEMS[system].spec.title if system in SYSTEMS else system or "the target"
+
+
+def _user() -> str:
+    return str(st.session_state.get(SESSION_USER) or "admin")
 
 
 def replay_status(engine: Engine, job_id: int) -> None:
