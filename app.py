@@ -19,6 +19,8 @@ def navigation_pages() -> dict[str, list[st.Page]]:
         "Operate": [
             st.Page("views/health.py", title="Health", icon=":material/monitor_heart:", default=True),
             st.Page("views/audit.py", title="Audit log", icon=":material/receipt_long:"),
+            st.Page("views/triage.py", title="Error triage", icon=":material/troubleshoot:"),
+            st.Page("views/reconcile.py", title="Reconciliation", icon=":material/fact_check:"),
         ],
         "Set up": [
             st.Page("views/workspaces.py", title="Workspaces", icon=":material/workspaces:"),

@@ -28,7 +28,7 @@ from runner import backfill
 from runner.flows import BatchFlow, Flow, FlowContext, Postpone, WriteResult, registry
 from runner.mapping import Mapped, MappingError, apply, create_only_fields, flows_back_fields
 from runner.services import Services, current_trail
-from storage import audit, crud, hot, lookups, queue
+from storage import audit, crud, hot, lookups, queue, triage
 from storage.construct import construct
 from storage.models import AuditRecord, Integration, Job, JobKind, Mapping, Outcome
 
@@ -326,7 +326,17 @@ async def _original(services: Services, job: Job) -> AuditRecord | None:
         raise MappingError(
             "replay_of", f"audit record {original_id} no longer exists (retention removed it?)"
         )
-    return found[0]
+    record = found[0]
+    edit_id = job.payload.get("edit_id")
+    if edit_id is not None:
+        # An edited replay (runner.triage.edit_and_replay) sends the payload a person corrected in the app.
+        try:
+            record.payload = await to_thread.run_sync(
+                partial(triage.edited_payload, services.engine, int(edit_id))
+            )
+        except LookupError as exc:
+            raise MappingError("edit_id", str(exc)) from None
+    return record
 
 
 async def _spec(services: Services, integration_id: int, flow: Flow, version: int) -> dict[str, Any]:
@@ -378,18 +388,22 @@ def _log_batch(jobs: list[Job], records: list[AuditRecord]) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     outcomes = Counter(str(record.outcome) for record in records)
-    succeeded = [record.source_id for record in records if record.outcome == Outcome.SUCCEEDED]
+    done = [
+        (job, record)
+        for job, record in zip(jobs, records, strict=True)
+        if record.outcome == Outcome.SUCCEEDED
+    ]
     started = min(record.started_at for record in records)
     finished = max((record.finished_at or record.started_at) for record in records)
     log.info(
-        "batch flow=%s jobs=%d first_job=%s last_job=%s outcomes=%s duration_ms=%.0f succeeded_sources=%s",
+        "batch flow=%s jobs=%d outcomes=%s duration_ms=%.0f succeeded_jobs=%s succeeded_sources=%s",
         jobs[0].flow,
         len(jobs),
-        jobs[0].id,
-        jobs[-1].id,
         ",".join(f"{outcome}:{count}" for outcome, count in sorted(outcomes.items())),
         (finished - started).total_seconds() * 1000,
-        _id_list(succeeded),
+        # job id:attempt of each success (a batch holds at most a few hundred): which run did which job
+        ",".join(f"{job.id}:{job.attempts}" for job, _ in done) or "-",
+        _id_list([record.source_id for _, record in done]),
     )
 
 

@@ -20,8 +20,9 @@ from sqlmodel import col, select
 from connectors.errors import ConnectorError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.zuora.client import ZuoraClient
-from runner import channels, zoho_poll
+from runner import alerts, channels, outage, triage, zoho_poll
 from runner.flows import netsuite_table, registry
+from runner.reconcile.run import Reconciler, schedule_due
 from runner.services import Services
 from runner.worker import WorkerPool
 from storage import leases, queue
@@ -44,6 +45,8 @@ log = logging.getLogger("ml_connector.scheduled")
 
 POLL_OVERLAP = 300.0  # seconds each NetSuite poll re-reads before its watermark
 PREREFRESH_WINDOW = 600.0  # seconds: tokens expiring sooner than this are refreshed ahead of use
+RECONCILE_CHECK = 600.0  # seconds between looks for integrations due their scheduled reconciliation
+TRIAGE_CHECK = 300.0  # seconds between sweeps resolving failure groups whose records synced since
 
 
 class ScheduledWork:
@@ -52,6 +55,9 @@ class ScheduledWork:
         self.pool = pool
         self.settings = services.settings
         self.engine: Engine = services.engine
+        self.reconciler = Reconciler(services, worker=pool.name, lease=services.settings.reconcile_lease)
+        self.alert_every = 0.0  # seconds between alert sweeps: AlertSettings.check_seconds (install reads it)
+        self._scheduler: AsyncIOScheduler | None = None
 
     def install(self, scheduler: AsyncIOScheduler) -> None:
         """Add every periodic job to `scheduler`."""
@@ -60,6 +66,13 @@ class ScheduledWork:
         scheduler.add_job(
             self.heartbeat, "interval", seconds=s.heartbeat_interval, id="heartbeat", max_instances=1
         )
+        scheduler.add_job(
+            self.reconciler.pickup,
+            "interval",
+            seconds=s.poll_interval,
+            id="reconcile-pickup",
+            max_instances=1,
+        )
         for name, work, every in (
             ("token-prerefresh", self.prerefresh_tokens, s.token_check_interval),
             ("payments-pull", self.pull_payments, s.payments_interval),
@@ -67,6 +80,8 @@ class ScheduledWork:
             ("zoho-channels", self.keep_channels_alive, s.channel_check_interval),
             ("zoho-poll", partial(zoho_poll.poll, self.services), s.netsuite_poll_interval),
             ("retention", self.retention, 3600.0),
+            ("reconcile-schedule", self.schedule_reconciliations, RECONCILE_CHECK),
+            ("triage-resolve", self.resolve_synced_failures, TRIAGE_CHECK),
         ):
             scheduler.add_job(
                 partial(self.singleton, name, work, every),
@@ -75,6 +90,12 @@ class ScheduledWork:
                 id=name,
                 max_instances=1,
             )
+        # Alerts and pause on outage run at the cadence set in the app (AlertSettings.check_seconds);
+        # each sweep re-reads it and reschedules both when it changed, so no restart is needed.
+        self._scheduler = scheduler
+        self.alert_every = alerts.check_seconds(self.engine)
+        for name, work in (("alerts", self.sweep_alerts), ("outage-reping", self.reping_paused)):
+            scheduler.add_job(work, "interval", seconds=self.alert_every, id=name, max_instances=1)
 
     async def singleton(self, name: str, work: object, every: float) -> None:
         """Run `work` only on the runner holding lease `name` (held for two intervals, renewed each run and
@@ -109,6 +130,39 @@ class ScheduledWork:
             raise
         except Exception:
             log.exception("scheduled %s failed; it runs again in %.0fs", name, every)
+
+    async def sweep_alerts(self) -> None:
+        """Singleton: pause integrations in an outage, open and resolve incidents, send their notices."""
+
+        async def sweep() -> None:
+            cfg = await to_thread.run_sync(alerts.current_settings, self.engine)
+            self._follow_cadence(cfg.check_seconds)
+            await alerts.sweep(self.engine, self.services.vault, cfg=cfg)
+
+        await self.singleton("alerts", sweep, self.alert_every)
+
+    async def reping_paused(self) -> None:
+        """Singleton: ping the connections of integrations the runner paused; resume those that answer."""
+        await self.singleton("outage-reping", partial(outage.reping, self.services), self.alert_every)
+
+    def _follow_cadence(self, every: float) -> None:
+        if every == self.alert_every or self._scheduler is None:
+            return
+        self.alert_every = every
+        for name in ("alerts", "outage-reping"):
+            self._scheduler.reschedule_job(name, trigger="interval", seconds=every)
+
+    async def schedule_reconciliations(self) -> None:
+        """Request the daily reconciliation of each integration that is due one (runner.reconcile.run)."""
+        await to_thread.run_sync(
+            partial(schedule_due, self.engine, default_interval=self.settings.reconcile_interval)
+        )
+
+    async def resolve_synced_failures(self) -> None:
+        """Resolve failure groups whose records synced since, reopen those that failed again (runner.triage)."""
+        resolved = await to_thread.run_sync(triage.auto_resolve_synced, self.engine)
+        if resolved:
+            log.info("triage: resolved %d failure groups whose records synced since", resolved)
 
     async def keep_channels_alive(self) -> None:
         """Renew Zoho channels well before expiry; re-provision any Zoho refuses (runner.channels)."""

@@ -19,6 +19,7 @@ from anyio import to_thread
 
 from runner.executor import execute, execute_batch
 from runner.flows import registry
+from runner.outage import PausedIntegrations
 from runner.services import Services
 from storage import queue
 from storage.models import Job, JobKind
@@ -45,6 +46,7 @@ class WorkerPool:
         self._lanes: dict[int, int] = {}  # integration id → jobs running in this pool
         self._stopping = False
         self.completed = 0
+        self.paused = PausedIntegrations(services.engine)  # their jobs wait in the queue (runner.outage)
 
     def wake(self) -> None:
         """Ask the pool to look for work now (safe to call from the event loop's thread only)."""
@@ -63,6 +65,7 @@ class WorkerPool:
             jobs: list[Job] = []
             if free > 0:
                 full, room = self._claimable()
+                full |= await self.paused.current()
                 try:
                     jobs = await to_thread.run_sync(
                         partial(

@@ -362,3 +362,8 @@ class ChannelRenewal(SQLModel, table=True):
     expires_at: datetime | None = _ts(nullable=True)
     detail: str | None = Field(default=None, sa_type=Text)
     at: datetime = _ts(index=True)
+
+
+from storage.alerts import AlertDelivery, AlertSettings, Incident, IntegrationPause  # noqa: E402, F401 - tables
+from storage.reconcile import Drift, ReconciliationRun  # noqa: E402, F401 - their tables on the metadata
+from storage.triage import PayloadEdit, TriageGroup  # noqa: E402, F401 - their tables on the metadata

@@ -57,6 +57,7 @@ LEASE = 30.0  # seconds: a healthy runner must never lose a lease here, or a re-
 SLOWEST = 8.0  # jobs per second: below this the drain deadline fails the test
 DRAIN_DEADLINE = 30.0 + JOBS / SLOWEST  # seconds
 RUN_LINE = re.compile(r"\bjob=(\d+) flow=\S+ .*?\boutcome=(\w+) .*?\battempts=(\d+)")
+BATCH_LINE = re.compile(r"\bbatch flow=\S+ .*?\bsucceeded_jobs=([\d:,]+)")
 
 
 @pytest.fixture
@@ -66,8 +67,14 @@ def database_url(postgres_url: str) -> str:
 
 
 def runs_in_log(log: str) -> list[tuple[int, str, int]]:
-    """(job id, outcome, attempt number) for every job run a runner logged."""
-    return [(int(job), outcome, int(attempt)) for job, outcome, attempt in RUN_LINE.findall(log)]
+    """(job id, outcome, attempt number) for every job run a runner logged: a line per job, except that
+    the successes of a batch flow are summed up in the batch's line (job id:attempt each)."""
+    runs = [(int(job), outcome, int(attempt)) for job, outcome, attempt in RUN_LINE.findall(log)]
+    for listed in BATCH_LINE.findall(log):
+        for pair in listed.split(","):
+            job, _, attempt = pair.partition(":")
+            runs.append((int(job), "succeeded", int(attempt)))
+    return runs
 
 
 def test_three_runners_on_postgresql_run_each_queued_job_exactly_once(

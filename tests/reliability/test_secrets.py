@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets as pysecrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from runner import channels
 from runner.app import create_app
 from runner.flows.zoho_change import MODULES
 from runner.services import Services
+from storage import alerts as alert_store
 from storage import channels as channel_store
 from storage import crud, keys, webhook_secrets
 from storage.crypto import Vault, get_vault
@@ -128,6 +130,16 @@ def full_run(module_engine: Engine, module_settings: Settings, every_log_record:
         settle(stack, engine)
         knock_with_the_wrong_secrets(stack)
         webhook_secrets.rotate(engine, vault, integration_id=stack.integration_id, name="netsuite_secret")
+        # The alert settings' two secrets, as a person saves them on the Alerts page (no host or URL: the
+        # run sends no notice, the secrets are only kept).
+        alert_store.save_settings(
+            engine,
+            vault,
+            by="ops@secretive.test",
+            changes={"smtp_user": "alerts@secretive.test"},
+            smtp_password=pysecrets.token_urlsafe(18),
+            webhook_secret=pysecrets.token_urlsafe(24),
+        )
         secrets = known_secrets(stack, engine, vault)
     with Session(engine) as session:
         refreshed = session.exec(select(Token).where(col(Token.refreshed_at).is_not(None))).all()
@@ -242,6 +254,9 @@ def known_secrets(stack: Stack, engine: Engine, vault: Vault) -> dict[str, str]:
             }
         for channel in session.exec(select(Channel)):
             found[f"channel {channel.channel_id} token"] = channel_store.channel_token(vault, channel)
+        alerting = alert_store.load_settings(engine)
+        found["alert smtp password"] = alert_store.smtp_password(vault, alerting)
+        found["alert webhook signing secret"] = alert_store.webhook_secret(vault, alerting)
         for token in session.exec(select(Token)):
             found[f"stored access token of connection {token.connection_id}"] = str(
                 vault.decrypt(token.access_token_encrypted)
