@@ -21,6 +21,7 @@ def navigation_pages() -> dict[str, list[st.Page]]:
             st.Page("views/audit.py", title="Audit log", icon=":material/receipt_long:"),
             st.Page("views/triage.py", title="Error triage", icon=":material/troubleshoot:"),
             st.Page("views/reconcile.py", title="Reconciliation", icon=":material/fact_check:"),
+            st.Page("views/alerts.py", title="Alerts", icon=":material/notifications_active:"),
         ],
         "Set up": [
             st.Page("views/workspaces.py", title="Workspaces", icon=":material/workspaces:"),
