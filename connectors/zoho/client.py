@@ -17,6 +17,62 @@ API_VERSION = "v8"
 BATCH_LIMIT = 100  # records per insert/upsert call
 PAGE_SIZE = 200  # records per list page, Zoho's maximum (shared/api/zoho.md §2d)
 MAX_PAGES = 1000  # pages one listing may read before we call it a loop rather than a long list
+SEARCH_LIMIT = 2000  # records one search can page through; Zoho answers LIMIT_REACHED past it
+SEARCH_OPERATORS = frozenset(
+    {
+        "equals",
+        "not_equal",
+        "starts_with",
+        "in",
+        "greater_equal",
+        "greater_than",
+        "less_equal",
+        "less_than",
+        "between",
+    }
+)
+_CRITERIA_SPECIALS = str.maketrans({"\\": "\\\\", "(": "\\(", ")": "\\)", ",": "\\,"})
+
+
+class SearchLimitReached(RemoteError):
+    """More records match a search than one Zoho search can return (2,000)."""
+
+
+def criteria_value(value: Any) -> str:
+    """One value for a search criteria, with `\\`, `(`, `)` and `,` escaped by a backslash (Zoho's
+    search docs), in one pass so the escapes added are not escaped again."""
+    return str(value).translate(_CRITERIA_SPECIALS)
+
+
+def search_criteria(criteria: str | dict[str, Any]) -> str:
+    """The `criteria=` text for `ZohoClient.search_records`.
+
+    A string is sent as it is (the caller escaped its values). A dict is {api_name: value} for `equals`,
+    or {api_name: (operator, value)}; for `in` and `between` the value is a list or tuple of values.
+    Several entries are joined with `and`: `{"NetSuite_Id": "12", "Phone": ("starts_with", "555")}` ->
+    `((NetSuite_Id:equals:12)and(Phone:starts_with:555))`. At most 10 conditions (Zoho's limit).
+    """
+    if isinstance(criteria, str):
+        return criteria
+    if not criteria or len(criteria) > 10:
+        raise ValueError("a Zoho search takes 1 to 10 conditions")
+    parts = []
+    for field, spec in criteria.items():
+        operator, value = (
+            spec
+            if isinstance(spec, tuple) and len(spec) == 2 and spec[0] in SEARCH_OPERATORS
+            else ("equals", spec)
+        )
+        if isinstance(value, list | tuple | set | frozenset):
+            if operator not in ("in", "between"):
+                raise ValueError(f"{field}: several values need the in or between operator, not {operator}")
+            text = ",".join(criteria_value(v) for v in value)
+        else:
+            text = criteria_value(value)
+        if not text:
+            raise ValueError(f"the search value for {field} is empty")
+        parts.append(f"({field}:{operator}:{text})")
+    return parts[0] if len(parts) == 1 else "(" + "and".join(parts) + ")"
 
 
 async def exchange_grant_code(
@@ -119,7 +175,10 @@ class ZohoClient(ApiClient):
         if "invalid_code" in text or "refresh token" in text:
             return "Zoho rejected the refresh token (revoked or mistyped). Generate a new one from a self-client grant code."
         if "oauth_scope_mismatch" in text or "scope" in text:
-            return "The refresh token lacks a scope this needs: ZohoCRM.modules.ALL, ZohoCRM.notifications.ALL, ZohoCRM.org.READ."
+            return (
+                "The refresh token lacks a scope this needs: ZohoCRM.modules.ALL, ZohoCRM.notifications.ALL, "
+                "ZohoCRM.org.READ (and, for record searches, ZohoSearch.securesearch.READ)."
+            )
         if "throttl" in text or "too many" in text:
             return (
                 "Zoho is throttling token requests for this refresh token; wait ten minutes before retrying."
@@ -260,6 +319,42 @@ class ZohoClient(ApiClient):
             else:
                 page += 1
         raise RemoteError(f"listing {module} ran past {MAX_PAGES} pages", system=self.system)
+
+    async def search_records(
+        self, module: str, criteria: str | dict[str, Any], fields: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Records of `module` that match `criteria` (`GET /crm/v8/{module}/search?criteria=..`), every page.
+
+        `criteria` is Zoho's criteria text, or a dict `search_criteria` turns into it with the values
+        escaped. Pages of 200 are followed while `info.more_records`; nothing found (204) is []. Zoho lets
+        one search read at most 2,000 records, so more than that raises SearchLimitReached (a RemoteError)
+        rather than answer with a silent part.
+
+        Zoho's `equals` behaves like *contains* (Company:equals:ABC also finds "ABC Inc"), and its search
+        index can lag a few seconds behind writes: callers that need an exact match compare the values
+        that come back, and callers that must not miss a record just written read it another way.
+        """
+        params: dict[str, Any] = {"criteria": search_criteria(criteria), "per_page": PAGE_SIZE}
+        if fields:
+            params["fields"] = ",".join(dict.fromkeys(["id", *fields]))
+        found: list[dict[str, Any]] = []
+        for page in range(1, SEARCH_LIMIT // PAGE_SIZE + 2):
+            response = await self.request(
+                "GET", f"/crm/{API_VERSION}/{module}/search", params={**params, "page": page}
+            )
+            if response.status_code == 204:
+                return found
+            body = _json(response)
+            found += list(body.get("data") or [])
+            if not (body.get("info") or {}).get("more_records"):
+                return found
+            if len(found) >= SEARCH_LIMIT:
+                break
+        raise SearchLimitReached(
+            f"more than {SEARCH_LIMIT} {module} records match {params['criteria']!r}, more than one Zoho search "
+            "can return: narrow the criteria",
+            system=self.system,
+        )
 
     async def update_record(self, module: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """`PUT /crm/v8/{module}/{id}` with the fields to change; Zoho's per-record result (a refusal

@@ -10,10 +10,12 @@ own `zohocrmsdk8_0` included, works against it with only the base URL changed.
     PUT    /crm/v8/{module}[/{id}]         update, ids in the body or in the URL
     DELETE /crm/v8/{module}[/{id}]         delete, ?ids= for several
     GET    /crm/v8/{module}[/{id}]         list (fields=, page=, per_page=, ids=, sort_*), or one record
+    GET    /crm/v8/{module}/search         criteria= | email= | phone= | word=, page=, per_page=, fields=
     *      /crm/v8/actions/watch           Notification API: POST, PATCH, PUT, GET, DELETE
     GET    /crm/v8/settings/{modules,fields}, /crm/v8/users, /crm/v8/org   metadata the SDK reads
 
-Modules: Accounts, Vendors, Contacts (connectors.zoho.emulator_records). Channels and deliveries:
+Modules: Accounts, Vendors, Contacts (connectors.zoho.emulator_records). Search: connectors.zoho.
+emulator_search. Channels and deliveries:
 connectors.zoho.emulator_watch. Tokens and scopes: connectors.zoho.emulator_oauth. Credits and
 concurrency per edition: connectors.zoho.emulator_limits.
 """
@@ -31,8 +33,9 @@ from starlette.responses import Response
 from connectors.emulator_kit import HOOK_PREFIX, BaseEmulator, RouteKind, credential, json_response
 from connectors.zoho.emulator_limits import CREDIT_WINDOW, DEFAULT_COSTS, EDITIONS, CreditWindow
 from connectors.zoho.emulator_oauth import GRANT_CODE_TTL, Client, OAuthServer, scope_allows
-from connectors.zoho.emulator_records import Change, RecordStore
+from connectors.zoho.emulator_records import Change, RecordStore, StoredRecord
 from connectors.zoho.emulator_routes import TOKEN_PATH, create_app, zoho_error
+from connectors.zoho.emulator_search import record_filter
 from connectors.zoho.emulator_watch import WatchRegistry
 
 __all__ = ["INVALID_TOKEN", "ZohoEmulator", "create_app"]
@@ -69,6 +72,13 @@ class ZohoEmulator(BaseEmulator):
         # other candidate) and whether a Retry-After header comes with any 429.
         self.credits_error_code = "TOO_MANY_REQUESTS"
         self.send_retry_after = False
+        # Search (connectors.zoho.emulator_search). `equals` behaves like contains (search docs). The docs
+        # also list ZohoSearch.securesearch.READ beside the module scope; whether Zoho enforces it for a
+        # token with ZohoCRM.modules.* is UNCONFIRMED, so it is only checked when this is set. Records
+        # made less than `search_index_lag` seconds ago are not found yet (the docs' indexing delay).
+        self.search_equals_contains = True
+        self.require_search_scope = False
+        self.search_index_lag = 0.0
 
     @property
     def app(self) -> Starlette:
@@ -161,6 +171,20 @@ class ZohoEmulator(BaseEmulator):
             return zoho_error("OAUTH_SCOPE_MISMATCH", "Unauthorized", 401)
         return None
 
+    def extra_scope_error(self, request: Request, scope: str) -> Response | None:
+        """OAUTH_SCOPE_MISMATCH when a second scope is enforced (`require_search_scope`) and not granted."""
+        if not self.require_search_scope:
+            return None
+        token = credential(request, "Zoho-oauthtoken")
+        issued = self.tokens.lookup(token) if token else None
+        granted = issued.claims.get("scopes") if issued else None
+        if granted is None:
+            return None
+        service = scope.lower().rsplit(".", 1)[0]
+        if any(g.lower() in (scope.lower(), f"{service}.all") for g in granted):
+            return None
+        return zoho_error("OAUTH_SCOPE_MISMATCH", "Unauthorized", 401)
+
     def charge(self, cost: int) -> Response | None:
         """Spend `cost` API credits, or the 429 that says the 24-hour budget is spent (notes §4)."""
         wait = self.credits.charge(cost)
@@ -213,6 +237,35 @@ class ZohoEmulator(BaseEmulator):
             raise KeyError(record_id)
         if notify:
             self.publish(changes)
+
+    def search(
+        self,
+        module: str,
+        *,
+        criteria: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        word: str | None = None,
+    ) -> list[StoredRecord]:
+        """Records matching one of criteria, email, phone, word (that order wins, as in Zoho); unsorted.
+
+        Raises emulator_search.SearchError for a missing parameter or a malformed criteria."""
+        test = record_filter(
+            module,
+            criteria=criteria,
+            email=email,
+            phone=phone,
+            word=word,
+            equals_contains=self.search_equals_contains,
+        )
+        indexed_before = self.clock() - self.search_index_lag
+        with self.lock:
+            return [
+                stored
+                for stored in self.store.select(module, None)
+                if (self.search_index_lag <= 0 or stored.created <= indexed_before)
+                and test(self.store.render(module, stored))
+            ]
 
     # Notifications ------------------------------------------------------------------------------------
     def publish(self, changes: list[Change]) -> None:

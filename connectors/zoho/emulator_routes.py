@@ -28,6 +28,7 @@ from connectors.emulator_kit import (
 )
 from connectors.zoho.emulator_limits import write_cost
 from connectors.zoho.emulator_records import EMULATOR_USER, MANDATORY, MODULE_IDS, field_metadata, item_error
+from connectors.zoho.emulator_search import MAX_RESULTS, SearchError
 from connectors.zoho.emulator_watch import MAX_ITEMS
 
 if TYPE_CHECKING:
@@ -55,8 +56,12 @@ def zoho_error(code: str, message: str, status: int, **details: Any) -> Response
 def create_app(emulator: ZohoEmulator) -> Starlette:
     """Serve `emulator`: the token URL, the v8 API and the `/_emulator/` hooks."""
 
-    def guarded(handler: Endpoint, service: str, cost: str, *, module: bool = False) -> Endpoint:
-        # The token, its scope, then the module; only a call that gets this far spends credits.
+    def guarded(
+        handler: Endpoint, service: str, cost: str, *, module: bool = False, also: str | None = None
+    ) -> Endpoint:
+        # The token, its scope(s), then the module; only a call that gets this far spends credits.
+        # `also` names a second scope the call needs when the emulator enforces it (search's
+        # ZohoSearch.securesearch.READ).
         async def wrapped(request: Request) -> Response:
             name = request.path_params.get("module") or request.path_params.get("part")
             resource = name.lower() if name else None
@@ -66,6 +71,8 @@ def create_app(emulator: ZohoEmulator) -> Starlette:
                 OPERATIONS[request.method],
             )
             denied = emulator.auth_error(request, *need)
+            if denied is None and also is not None:
+                denied = emulator.extra_scope_error(request, also)
             if denied is None and module and name not in MANDATORY:
                 message = "the module name given seems to be invalid"
                 denied = zoho_error("INVALID_MODULE", message, 400, resource_path_index=0)
@@ -180,6 +187,37 @@ def create_app(emulator: ZohoEmulator) -> Starlette:
         info |= {"next_page_token": None, "previous_page_token": None, "page_token_expiry": None}
         return json_response({"data": data, "info": info})
 
+    async def search(request: Request) -> Response:
+        # GET /{module}/search (connectors.zoho.emulator_search has the rules and their sources).
+        module = request.path_params["module"]
+        fields = _fields(request)
+        if fields is not None and len(fields) > MAX_FIELDS:
+            return zoho_error("LIMIT_EXCEEDED", "limit exceeded", 400, param_name="fields", limit=MAX_FIELDS)
+        paging = _paging(request)
+        if isinstance(paging, Response):
+            return paging
+        page, per_page = paging
+        params = {k: request.query_params.get(k) for k in ("criteria", "email", "phone", "word")}
+        try:
+            found = emulator.search(module, **params)
+        except SearchError as exc:
+            return zoho_error(exc.code, exc.message, exc.status, **exc.details)
+        if (page - 1) * per_page >= MAX_RESULTS:
+            # Search docs: at most 2,000 records through one search. UNCONFIRMED: the details.
+            return zoho_error(
+                "LIMIT_REACHED", "Maximum response iteration limit reached", 400, limit=MAX_RESULTS
+            )
+        sort_order = emulator.default_sort_order
+        found.sort(key=lambda r: int(r.id), reverse=sort_order == "desc")
+        window = found[(page - 1) * per_page : min(page * per_page, MAX_RESULTS)]
+        if not window:
+            return Response(status_code=204)  # nothing matches: no body (search docs; notes §2d)
+        with emulator.lock:
+            data = [emulator.store.render(module, r, fields) for r in window]
+        info = {"per_page": per_page, "count": len(data), "page": page, "sort_by": "id"}
+        info |= {"sort_order": sort_order, "more_records": page * per_page < len(found)}
+        return json_response({"data": data, "info": info})
+
     # Notification API (notes §3) -----------------------------------------------------------------------
     async def watch(request: Request) -> Response:
         base = emulator.api_domain or str(request.base_url).rstrip("/")
@@ -257,6 +295,11 @@ def create_app(emulator: ZohoEmulator) -> Starlette:
         Route(API + "/{module}", guarded(update, "modules", "write", module=True), methods=["PUT"]),
         Route(API + "/{module}", guarded(get_many, "modules", "read", module=True), methods=["GET"]),
         Route(API + "/{module}", guarded(delete, "modules", "delete", module=True), methods=["DELETE"]),
+        Route(
+            API + "/{module}/search",
+            guarded(search, "modules", "read", module=True, also="ZohoSearch.securesearch.READ"),
+            methods=["GET"],
+        ),
         Route(API + "/{module}/{id}", guarded(get_one, "modules", "read", module=True), methods=["GET"]),
         Route(API + "/{module}/{id}", guarded(update, "modules", "write", module=True), methods=["PUT"]),
         Route(API + "/{module}/{id}", guarded(delete, "modules", "delete", module=True), methods=["DELETE"]),

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from connectors.zoho.client import ZohoClient
+from connectors.zoho.client import SearchLimitReached, ZohoClient
 from connectors.zuora.client import ZuoraClient
 from runner.flows import registry
 from runner.flows.invoice import NETSUITE_ID_FIELD
@@ -298,8 +298,12 @@ async def existing_target(
 
     customer_account: the Zuora account whose crmId is the id (Object Query); invoice: the Zuora invoice
     whose NetSuiteInvoiceId__c is the id (ZOQL); customer/vendor/contact_zoho: the Zoho record whose
-    NetSuite_Id is the id (module pages: Zoho's search is not used, its index may lag behind writes).
-    Flows this does not know answer None.
+    NetSuite_Id is the id, by one search `(NetSuite_Id:equals:<id>)` rather than reading the whole module.
+    Zoho's `equals` behaves like contains, so only an exact NetSuite_Id counts. Its search index can lag
+    a few seconds behind writes; a record made that recently may be missed here (no question is asked),
+    but no duplicate follows: the sync this guards upserts on NetSuite_Id, so it updates that record.
+    Should more than 2,000 records contain the id (a short id, contains-matching), the module is read
+    page by page instead. Flows this does not know answer None.
     """
     integration = await services.integration(integration_id)
     if integration is None:
@@ -324,7 +328,14 @@ async def existing_target(
     module = getattr(registry().get(flow), "module", "")
     if module and zoho is not None:
         name = {"Accounts": "Account_Name", "Vendors": "Vendor_Name", "Contacts": "Last_Name"}[module]
-        async for record in zoho.list_records(module, fields=[ZOHO_MATCH, name]):
+        if not source_id.strip():
+            return None
+        fields = [ZOHO_MATCH, name]
+        try:
+            found = await zoho.search_records(module, {ZOHO_MATCH: source_id}, fields=fields)
+        except SearchLimitReached:
+            found = [record async for record in zoho.list_records(module, fields=fields)]
+        for record in found:
             if str(record.get(ZOHO_MATCH) or "") == source_id:
                 return TargetMatch(str(record["id"]), str(record.get(name) or ""), ZOHO_MATCH)
     return None
