@@ -265,28 +265,8 @@ class ZohoClient(ApiClient):
         headers = {"If-Modified-Since": since.isoformat(timespec="seconds")}
         base = {"fields": ",".join(dict.fromkeys(["id", *fields])), "per_page": per_page}
         base |= {"sort_by": "Modified_Time", "sort_order": "asc"}
-        page, token, tokens = 1, "", set()
-        for _ in range(MAX_PAGES):
-            params = {**base, **({"page_token": token} if token else {"page": page})}
-            response = await self.request(
-                "GET", f"/crm/{API_VERSION}/{module}", params=params, headers=headers
-            )
-            if response.status_code in (204, 304):
-                return
-            body = _json(response)
-            for record in body.get("data") or []:
-                yield record
-            info = body.get("info") or {}
-            if not info.get("more_records"):
-                return
-            token = str(info.get("next_page_token") or "")
-            if token in tokens:
-                raise RemoteError(f"Zoho repeated page token {token!r} listing {module}", system=self.system)
-            if token:
-                tokens.add(token)
-            else:
-                page += 1
-        raise RemoteError(f"listing {module} ran past {MAX_PAGES} pages", system=self.system)
+        async for record in self._pages(module, base, headers=headers):
+            yield record
 
     async def list_records(
         self, module: str, *, fields: list[str], per_page: int = PAGE_SIZE
@@ -299,11 +279,22 @@ class ZohoClient(ApiClient):
         pages, raises rather than loops (shared/api/zoho.md §2d).
         """
         base = {"fields": ",".join(dict.fromkeys(["id", *fields])), "per_page": per_page, "sort_by": "id"}
+        async for record in self._pages(module, base):
+            yield record
+
+    async def _pages(
+        self, module: str, base: dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The records of every page of `GET /crm/v8/{module}` with `base` parameters: `page_token` once
+        Zoho gives one, `page` numbers before; 204 (no records) or 304 (not modified) end it; a repeated
+        token or more than MAX_PAGES pages raises rather than loops."""
         page, token, tokens = 1, "", set()
         for _ in range(MAX_PAGES):
             params = {**base, **({"page_token": token} if token else {"page": page})}
-            response = await self.request("GET", f"/crm/{API_VERSION}/{module}", params=params)
-            if response.status_code == 204:
+            response = await self.request(
+                "GET", f"/crm/{API_VERSION}/{module}", params=params, headers=headers
+            )
+            if response.status_code in (204, 304):
                 return
             body = _json(response)
             for record in body.get("data") or []:
