@@ -221,24 +221,9 @@ def replay_filtered(
     for candidate in candidates:  # newest first: keep the first seen per source record
         newest.setdefault(candidate.key, candidate)
     moved_past = _moved_past(engine, list(newest.values()))
-    payloads: list[tuple[_Candidate, dict[str, Any]]] = []
-    refused = 0
-    for candidate in newest.values():
-        if candidate.key in moved_past:
-            continue
-        try:
-            payload = _job_payload(
-                candidate.id,
-                candidate.source_id,
-                ReplayMode(mode),
-                refetch,
-                has_payload=candidate.has_payload,
-                has_snapshot=candidate.has_snapshot,
-            )
-        except ReplayRefused:
-            refused += 1
-        else:
-            payloads.append((candidate, payload))
+    payloads, refused = _payloads(
+        [c for c in newest.values() if c.key not in moved_past], ReplayMode(mode), refetch
+    )
     job_ids = _enqueue_all(engine, payloads, on_progress=on_progress, chunk=max(1, chunk))
     return BulkReplay(
         job_ids=job_ids,
@@ -287,6 +272,30 @@ def _stored(column: Any) -> Any:
     """SQL for "this JSON column holds something": not SQL NULL, not JSON null, not an empty object."""
     empty = or_(column.is_(None), cast(column, Text).in_(["null", "{}"]))
     return case((empty, False), else_=True)
+
+
+def _payloads(
+    candidates: Sequence[_Candidate], mode: ReplayMode, refetch: bool
+) -> tuple[list[tuple[_Candidate, dict[str, Any]]], int]:
+    """The replay job payload of each candidate, and how many were refused for lacking what `mode`
+    needs (no stored payload, no stored snapshot)."""
+    payloads: list[tuple[_Candidate, dict[str, Any]]] = []
+    refused = 0
+    for candidate in candidates:
+        try:
+            payload = _job_payload(
+                candidate.id,
+                candidate.source_id,
+                mode,
+                refetch,
+                has_payload=candidate.has_payload,
+                has_snapshot=candidate.has_snapshot,
+            )
+        except ReplayRefused:
+            refused += 1
+        else:
+            payloads.append((candidate, payload))
+    return payloads, refused
 
 
 def _moved_past(engine: Engine, candidates: Sequence[_Candidate]) -> set[tuple[int, str, str]]:

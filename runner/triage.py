@@ -30,10 +30,9 @@ from runner.mapping_transforms import is_empty
 from runner.replay import (
     BulkReplay,
     ReplayMode,
-    ReplayRefused,
     _Candidate,
     _enqueue_all,
-    _job_payload,
+    _payloads,
     _stored,
     job_payload,
     superseded_by,
@@ -196,22 +195,7 @@ def replay_group(
     if not view.records:
         raise TriageRefused("no record of this group is failing any more: nothing to replay")
     candidates = _candidates(engine, [r.record_id for r in view.records])
-    payloads: list[tuple[_Candidate, dict[str, Any]]] = []
-    refused = 0
-    for candidate in candidates:
-        try:
-            payload = _job_payload(
-                candidate.id,
-                candidate.source_id,
-                ReplayMode(mode),
-                False,
-                has_payload=candidate.has_payload,
-                has_snapshot=candidate.has_snapshot,
-            )
-        except ReplayRefused:
-            refused += 1
-        else:
-            payloads.append((candidate, payload))
+    payloads, refused = _payloads(candidates, ReplayMode(mode), False)
     job_ids = _enqueue_all(engine, payloads, on_progress=None, chunk=250)
     status = GroupStatus.ACKNOWLEDGED if view.status == GroupStatus.OPEN else None
     touch(engine, group_id, by=by, status=status)
