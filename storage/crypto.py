@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,25 @@ def load_keys(env_keys: str, data_dir: Path) -> list[bytes]:
 
 
 def _create_key_file(path: Path) -> None:
+    """Write a new key to `path` unless it exists, so that no process ever reads it half-written.
+
+    The key goes to a private temporary file first and is then hard-linked into place: `link` fails when
+    `path` exists, so when the UI and the runner start together exactly one key wins, and the loser (and
+    anyone reading meanwhile) only ever sees the whole file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
-        # O_EXCL: when the UI and the runner start together, exactly one of them writes the key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(Fernet.generate_key() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return
+    finally:
+        os.unlink(temporary)
 
 
 class Vault:
