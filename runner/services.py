@@ -28,6 +28,7 @@ import httpx2
 from anyio import to_thread
 from sqlalchemy.engine import Engine
 
+from connectors import network
 from connectors.http import DEFAULT_TIMEOUT, ApiClient, Attempt, RetryPolicy
 from connectors.registry import SYSTEMS, build_client
 from storage import crud, hot
@@ -135,10 +136,7 @@ class Services:
             return found[1]
         if found is not None:
             self._retired.append(found[1])
-        pool = httpx2.AsyncClient(
-            timeout=DEFAULT_TIMEOUT,
-            limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
-        )
+        pool = network.async_client(timeout=DEFAULT_TIMEOUT, max_connections=size)
         self._pools[connection_id] = (size, pool)
         return pool
 
