@@ -364,10 +364,18 @@ class TokenStore:
 
     def expire_all(self) -> None:
         """Every token issued so far stops working now."""
+        self.revoke(lambda issued: True)
+
+    def revoke(self, match: Callable[[IssuedToken], bool]) -> int:
+        """Every live token `match` picks stops working now; returns how many did."""
         now = self._clock()
+        revoked = 0
         with self._lock:
             for issued in self._tokens.values():
-                issued.expires_at = min(issued.expires_at, now)
+                if issued.expires_at > now and match(issued):
+                    issued.expires_at = now
+                    revoked += 1
+        return revoked
 
 
 class MinuteWindow:
@@ -515,6 +523,17 @@ class BaseEmulator:
     def expire_tokens(self) -> None:
         """Every access token issued so far becomes invalid now."""
         self.tokens.expire_all()
+
+    def revoke(self, **targets: str) -> dict[str, int]:
+        """Revoke credentials as an administrator would: the token endpoint refuses them from now on
+        with the system's real error, and access tokens already issued from them answer 401.
+
+        `targets` name what to revoke (system-specific keyword names, e.g. `client_id`); none revokes
+        every credential. Returns how many of each kind were revoked; raises KeyError when a named
+        target matches nothing and TypeError for a keyword the system does not know. Revocations
+        survive `reset()`; registering the client again restores access.
+        """
+        raise NotImplementedError
 
     def log_request(self, scope: Scope, status: int) -> None:
         request = Request(scope)
@@ -681,6 +700,16 @@ def hook_routes(emulator: BaseEmulator) -> list[Route]:
         emulator.expire_tokens()
         return json_response({"ok": True})
 
+    async def revoke(request: Request) -> Response:
+        try:
+            body = await read_json_object(request) if (await request.body()).strip() else {}
+            revoked = emulator.revoke(**{str(k): str(v) for k, v in body.items() if v is not None})
+        except (InvalidJson, TypeError) as exc:
+            return json_response({"error": f"cannot revoke: {exc}"}, 400)
+        except KeyError as exc:
+            return json_response({"error": f"nothing to revoke: {exc.args[0]}"}, 404)
+        return json_response({"ok": True, "revoked": revoked})
+
     async def list_records(request: Request) -> Response:
         try:
             return json_response(emulator.records(request.path_params["type"]))
@@ -713,6 +742,7 @@ def hook_routes(emulator: BaseEmulator) -> list[Route]:
         Route("/_emulator/requests", requests_log, methods=["GET"]),
         Route("/_emulator/faults", faults, methods=["POST"]),
         Route("/_emulator/expire-tokens", expire, methods=["POST"]),
+        Route("/_emulator/revoke", revoke, methods=["POST"]),
         Route("/_emulator/records/{type}", list_records, methods=["GET"]),
         Route("/_emulator/seed/{type}", seed, methods=["POST"]),
     ]

@@ -42,8 +42,8 @@ class SelectItem:
 @dataclass(frozen=True)
 class Condition:
     column: str
-    op: str  # = != < <= > >= IS "IS NOT"
-    value: Any  # str | int | float | None | Call
+    op: str  # = != < <= > >= IS "IS NOT" IN
+    value: Any  # str | int | float | None | Call, or for IN a tuple of those
     qualifier: str | None = None  # `t` in `t.type = 'CustInvc'`
 
 
@@ -104,10 +104,11 @@ def _tokenize(sql: str) -> list[tuple[str, Any]]:
 
 
 class _Parser:
-    def __init__(self, sql: str, *, allow_joins: bool = False) -> None:
+    def __init__(self, sql: str, *, allow_joins: bool = False, allow_in: bool = False) -> None:
         self.tokens = _tokenize(sql)
         self.pos = 0
         self.allow_joins = allow_joins
+        self.allow_in = allow_in
 
     def peek(self, offset: int = 0) -> tuple[str, Any]:
         index = self.pos + offset
@@ -174,6 +175,13 @@ class _Parser:
             op = "IS NOT" if self.accept("kw", "NOT") else "IS"
             self.take("kw", "NULL")
             return Condition(column.name, op, None, column.qualifier)
+        if self.allow_in and self.accept("kw", "IN"):
+            self.take("punct", "(")
+            values = [self.literal()]
+            while self.accept("punct", ","):
+                values.append(self.literal())
+            self.take("punct", ")")
+            return Condition(column.name, "IN", tuple(values), column.qualifier)
         op = self.take("op")
         return Condition(column.name, "!=" if op == "<>" else op, self.literal(), column.qualifier)
 
@@ -230,20 +238,21 @@ class _Parser:
         return column, False
 
 
-def parse_select(sql: str, *, allow_joins: bool = False) -> Query:
+def parse_select(sql: str, *, allow_joins: bool = False, allow_in: bool = False) -> Query:
     """Parse `SELECT cols|* FROM table [alias] [WHERE c op lit [AND ...]] [ORDER BY c [ASC|DESC], ...]`.
 
     Keywords are case-insensitive; literals are 'strings' ('' escapes a quote), numbers, NULL or
     function calls over literals. Anything else raises `SqlError` naming what was not understood.
     With `allow_joins`, `[INNER] JOIN table [alias] ON a.x = b.y` may follow the FROM table (any
-    number of times); the caller decides which joins it can evaluate.
+    number of times); the caller decides which joins it can evaluate. With `allow_in`, a condition
+    may also be `c IN (lit, lit, ...)`.
 
     >>> q = parse_select("SELECT t.id FROM transaction t JOIN transactionline tl ON tl.transaction = t.id",
     ...                  allow_joins=True)
     >>> q.joins[0].left, q.items[0].expr
     (Column(name='transaction', qualifier='tl'), Column(name='id', qualifier='t'))
     """
-    return _Parser(sql, allow_joins=allow_joins).parse()
+    return _Parser(sql, allow_joins=allow_joins, allow_in=allow_in).parse()
 
 
 _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {"=": operator.eq, "!=": operator.ne, "<": operator.lt}
@@ -254,6 +263,8 @@ def compare(left: Any, op: str, right: Any) -> bool:
     """SQL comparison: NULL compares false except under IS / IS NOT; mismatched types compare false."""
     if op in ("IS", "IS NOT"):
         return (left is None) == (op == "IS")
+    if op == "IN":
+        return any(compare(left, "=", item) for item in right)
     if left is None or right is None:
         return False
     try:

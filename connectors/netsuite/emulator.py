@@ -6,7 +6,8 @@ Behaviours the notes mark UNCONFIRMED are attributes on the emulator so tests ca
 
     POST  /services/rest/auth/oauth2/v1/token          client credentials, authorization code, refresh
     GET   /app/login/oauth2/authorize.nl               authorize step (auto-consent; emulator_auth.py)
-    GET   /services/rest/record/v1/{type}/{id|eid:x}   PATCH same: update; PUT .../eid:x: upsert
+    GET   /services/rest/record/v1/{type}/{id|eid:x}   PATCH same: update; PUT .../eid:x: upsert;
+                                                       DELETE same: 204
     POST  /services/rest/record/v1/{type}              create: 204 + Location
     POST  /services/rest/query/v1/suiteql              SuiteQL (Prefer: transient; suiteql.py)
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from http import HTTPStatus
 from typing import Any
 
@@ -79,8 +80,9 @@ INVALID_LOGIN = (
 NONEXISTENT = "The record instance does not exist. Provide a valid record instance ID."
 ENTITY_TYPES = ("customer", "vendor", "contact")
 TRANSACTION_TYPES = ("invoice",)
-# Server-side casing is UNCONFIRMED (notes §3): property names match case-insensitively and are
-# stored under these canonical spellings, so `companyname` and `companyName` are one field.
+# Server-side casing is UNCONFIRMED (notes §3): with `case_insensitive_properties` (the default)
+# property names match case-insensitively and are stored under these canonical spellings, so
+# `companyname` and `companyName` are one field.
 _KNOWN_FIELDS = (
     "companyName entityId firstName middleName lastName isPerson isInactive email phone altPhone fax url "
     "externalId subsidiary currency terms category parent company title comments salesRep defaultTaxReg "
@@ -151,6 +153,19 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
         self._init_auth()
         # UNCONFIRMED (notes §5): whether the REST 429 carries Retry-After (seconds); None sends none.
         self.concurrency_retry_after: int | None = None
+        # UNCONFIRMED (notes §5): the REST 429's o:errorCode; a third-party agent doc names this one.
+        self.concurrency_error_code = "CONCURRENCY_LIMIT_EXCEEDED"
+        # UNCONFIRMED (notes §3): PATCH success code. 204 expected; LedgerSync's stubs answer 200 with a
+        # Location header, which any other status here also sends.
+        self.patch_status = 204
+        # UNCONFIRMED (notes §3): request property names match case-insensitively (Oracle's own create
+        # example sends `companyname`), stored under KNOWN_FIELDS spellings. False: names as sent.
+        self.case_insensitive_properties = True
+        # UNCONFIRMED (notes §4): null columns are left out of SuiteQL rows. False: sent as JSON null.
+        self.suiteql_omit_nulls = True
+        # UNCONFIRMED (notes §4): the time zone SuiteQL compares and shows dates in (the user's
+        # preference on a real account). TO_TIMESTAMP literals and date columns are read in it.
+        self.suiteql_time_zone: tzinfo = UTC
         # UNCONFIRMED (notes §4): third parties say offset must be a multiple of limit.
         self.require_offset_multiple_of_limit = False
         # UNCONFIRMED (notes §4): default date output follows user preferences, e.g. "5/2/2024".
@@ -210,9 +225,8 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
         # HTTP 429 per third parties; the o:errorCode and Retry-After are UNCONFIRMED (notes §5).
         retry = self.concurrency_retry_after
         headers = {} if retry is None else {"Retry-After": str(retry)}
-        return ns_error(
-            429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.", headers
-        )
+        message = "Concurrent request limit exceeded. Request blocked."
+        return ns_error(429, self.concurrency_error_code, message, headers)
 
     async def login_refused(self, request: Request) -> Response | None:
         """The 401 INVALID_LOGIN for a call without valid credentials (notes §5), else None."""
@@ -253,7 +267,7 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
         given = record.get("dateCreated") or record.get("createdDate")
         created = parse_iso(given) if given else self.clock()
         modified = parse_iso(record["lastModifiedDate"]) if "lastModifiedDate" in record else created
-        fields = {**_defaults(record_type), **_canonical(record)}
+        fields = {**_defaults(record_type), **_canonical(record, self.case_insensitive_properties)}
         _derive_entity_id(record_type, fields)
         with self.lock:
             record_id = str(record.get("id") or self._take_id())
@@ -292,7 +306,7 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
         with a `line` number update that line and the rest are added. Raises `RecordError` for
         validation failures and unknown ids; a refused write changes nothing.
         """
-        incoming = _canonical(body)
+        incoming = _canonical(body, self.case_insensitive_properties)
         with self.lock:
             existing = self.find(record_type, key) if key else None
             if key and existing is None and not upsert:
@@ -319,6 +333,16 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
                 )
         self._notify(record_type, record_id, event)
         return record_id
+
+    def delete(self, record_type: str, key: str) -> str:
+        """Delete a record by internal id or `eid:`; returns its id. RecordError 404 when missing."""
+        with self.lock:
+            found = self.find(record_type, key)
+            if found is None:
+                raise RecordError(404, "NONEXISTENT_ID", NONEXISTENT)
+            del self._records[record_type][found.id]
+        self._notify(record_type, found.id, "delete")
+        return found.id
 
     def _invoice_fields(
         self,
@@ -394,10 +418,16 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
             with self.lock:
                 if table == "subsidiary":
                     return [{k: v for k, v in row.items() if v is not None} for row in self.subsidiaries]
-                return table_rows(table, stored, self.suiteql_sales_lines_negative)
+                return table_rows(table, stored, self.suiteql_sales_lines_negative, self.suiteql_time_zone)
 
-        # The result of one query stops at 100,000 rows (notes §4).
-        return run_suiteql(sql, rows_of, self.suiteql_date_format)[: self.suiteql_row_cap]
+        rows = run_suiteql(
+            sql,
+            rows_of,
+            self.suiteql_date_format,
+            omit_nulls=self.suiteql_omit_nulls,
+            tz=self.suiteql_time_zone,
+        )
+        return rows[: self.suiteql_row_cap]  # the result of one query stops at 100,000 rows (notes §4)
 
     # Webhooks: our User Event script's contract (notes §6) --------------------------------------
     @property
@@ -419,8 +449,11 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
             return  # the User Event script is deployed on these record types only
         with self.lock:
             hooks = list(self.webhooks)
-        body = {"recordType": record_type, "id": record_id, "eventType": event}
-        body.update(accountId=self.account_id, occurredAt=iso_utc(self.clock()))
+        # Exactly the payload of connectors/netsuite/suitescript/ml_connector_user_event.js: REST
+        # writes run as create, edit or delete, which the script sends as both eventType and the
+        # raw contextType; occurredAt is JavaScript's Date.toISOString() (milliseconds, Z).
+        body = {"recordType": record_type, "id": record_id, "eventType": event, "contextType": event}
+        body.update(accountId=self.account_id, occurredAt=js_iso(self.clock()))
         for url, secret in hooks:
             headers = {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
             self.outbox.schedule(url, body, headers, self.loop)
@@ -430,8 +463,15 @@ class NetSuiteEmulator(NetSuiteAuth, BaseEmulator):
 # Record helpers
 
 
-def _canonical(body: dict[str, Any]) -> dict[str, Any]:
-    by_lower = {name.lower(): name for name in KNOWN_FIELDS}
+def js_iso(ts: float) -> str:
+    """Epoch seconds as JavaScript's `new Date(ms).toISOString()`: `2024-05-02T10:11:12.345Z`."""
+    millis = round(ts * 1000)  # Date keeps whole milliseconds
+    moment = datetime.fromtimestamp(millis // 1000, tz=UTC)
+    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{millis % 1000:03d}Z"
+
+
+def _canonical(body: dict[str, Any], fold_case: bool) -> dict[str, Any]:
+    by_lower = {name.lower(): name for name in KNOWN_FIELDS} if fold_case else {}
     return {by_lower.get(k.lower(), k): v for k, v in body.items() if k.lower() not in READ_ONLY_FIELDS}
 
 
@@ -510,6 +550,9 @@ def create_app(emulator: NetSuiteEmulator) -> Starlette:
 
     async def item(request: Request) -> Response:
         record_type, key = request.path_params["type"], request.path_params["key"]
+        if request.method == "DELETE":
+            emulator.delete(record_type, key)
+            return Response(status_code=204)
         if request.method == "GET":
             found = emulator.find(record_type, key)
             if found is None:
@@ -525,9 +568,11 @@ def create_app(emulator: NetSuiteEmulator) -> Starlette:
         )
         body = await read_json_object(request)
         record_id = emulator.write(record_type, key, body, upsert=request.method == "PUT", replace=replace)
-        # PATCH success code is UNCONFIRMED (notes §3): 204 expected. The upsert says where the record is.
-        headers = {"Location": _location(request, record_type, record_id)} if request.method == "PUT" else {}
-        return Response(status_code=204, headers=headers)
+        # The upsert says where the record is; PATCH's status is `patch_status` (UNCONFIRMED, notes §3).
+        status = 204 if request.method == "PUT" else emulator.patch_status
+        located = request.method == "PUT" or status != 204
+        headers = {"Location": _location(request, record_type, record_id)} if located else {}
+        return Response(status_code=status, headers=headers)
 
     async def suiteql(request: Request) -> Response:
         if "transient" not in request.headers.get("prefer", "").lower():
@@ -579,7 +624,7 @@ def create_app(emulator: NetSuiteEmulator) -> Starlette:
         *auth_routes(emulator),
         Route(SUITEQL_PATH, guarded(suiteql), methods=["POST"]),
         Route(RECORD_PREFIX + "/{type}", guarded(create), methods=["POST"]),
-        Route(RECORD_PREFIX + "/{type}/{key}", guarded(item), methods=["GET", "PATCH", "PUT"]),
+        Route(RECORD_PREFIX + "/{type}/{key}", guarded(item), methods=["GET", "PATCH", "PUT", "DELETE"]),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(EmulatorMiddleware, emulator=emulator)])
     app.state.emulator = emulator

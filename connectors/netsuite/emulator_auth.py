@@ -14,6 +14,10 @@ object, so tests flip them where they flip everything else. Sources are cited as
     Authorization: Bearer <token>        an access token from any grant
     Authorization: OAuth realm=...       TBA, HMAC-SHA256 only (§2)
 
+`revoke()` plays the administrator taking access away: a certificate mapping revoked (Setup >
+Integration > Manage Authentication > OAuth 2.0 Client Credentials (M2M) Setup, "Revoke"), an
+authorized application's refresh tokens revoked, a TBA access token revoked.
+
 Every OAuth 2.0 refusal is an RFC 6749 §5.2 body `{"error", "error_description"}`; every refused
 API call is NetSuite's catch-all 401 INVALID_LOGIN (§5), with TBA's reason in `www-authenticate`.
 """
@@ -80,6 +84,7 @@ class Certificate:
     client_id: str
     certificate_id: str
     public_key: Any
+    revoked: bool = False  # the "Revoke" button: the mapping stays listed but signs nothing any more
 
 
 @dataclass
@@ -105,6 +110,7 @@ class RefreshGrant:
     client_id: str
     scopes: list[str]
     expires_at: float  # epoch seconds
+    revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,10 @@ class NetSuiteAuth:
         # UNCONFIRMED (notes §5): one third-party capture shows this header on TBA 401s.
         self.tba_www_authenticate = True
         self.tba_blocked_consumers: set[str] = set()  # consumer_key_refused: integration blocked
+        self.tba_revoked: set[str] = set()  # TBA token ids revoked (Setup > Users/Roles > Access Tokens)
+        # UNCONFIRMED (notes §1a, §8): RS256 is missing from Oracle's current list of assertion algorithms,
+        # though an older Oracle sample uses it. Refused by default; add "RS256" to accept it.
+        self.assertion_algorithms: set[str] = set(ASSERTION_ALGORITHMS)
         self.certificates: dict[str, Certificate] = {}
         self.code_clients: dict[str, CodeClient] = {}
         self.tba_tokens: dict[str, TbaToken] = {}
@@ -221,6 +231,7 @@ class NetSuiteAuth:
         """An integration's consumer key/secret and one access token's id/secret, for TBA calls."""
         with self.lock:
             self.tba_tokens[token_id] = TbaToken(consumer_key, consumer_secret, token_id, token_secret)
+            self.tba_revoked.discard(token_id)  # a newly created token, even under a reused id
 
     def register_json(self, body: dict[str, Any]) -> None:
         """`/_emulator/clients`: the keys of one register_* method pick which kind of client it is."""
@@ -232,6 +243,65 @@ class NetSuiteAuth:
             self.register_auth_code_client(body["client_id"], body["client_secret"], body["redirect_uri"])
         else:
             self.register_m2m_client(body["client_id"], body["certificate_id"], body["public_key_pem"])
+
+    def revoke(
+        self, client_id: str | None = None, certificate_id: str | None = None, token_id: str | None = None
+    ) -> dict[str, int]:
+        """Take access away; every argument left out means "all of that kind" (none given: everything).
+
+        certificate_id: that certificate mapping is revoked; the token endpoint then refuses its
+        assertions with `invalid_client` and the access tokens it minted answer 401 INVALID_LOGIN.
+        client_id: the integration's whole access: its certificate mappings, its refresh tokens (the
+        code grant then answers `invalid_grant`), the TBA tokens under that consumer key and every
+        access token issued to it. token_id: one TBA access token (401 INVALID_LOGIN, token_rejected).
+        Registering the certificate or TBA token again restores access. KeyError for an id never
+        registered; revoking what is revoked already changes nothing (all counts 0).
+        """
+        everything = client_id is None and certificate_id is None and token_id is None
+        with self.lock:
+            known = {
+                "client_id": {c.client_id for c in self.certificates.values()}
+                | set(self.code_clients)
+                | {t.consumer_key for t in self.tba_tokens.values()},
+                "certificate_id": set(self.certificates),
+                "token_id": set(self.tba_tokens),
+            }
+            given = {"client_id": client_id, "certificate_id": certificate_id, "token_id": token_id}
+            unknown = [f"{k} {v!r}" for k, v in given.items() if v is not None and v not in known[k]]
+            if unknown:
+                raise KeyError(f"no {', '.join(unknown)} is registered")
+            certificates = [
+                c
+                for c in self.certificates.values()
+                if not c.revoked
+                and (everything or c.certificate_id == certificate_id or c.client_id == client_id)
+            ]
+            grants = [
+                g
+                for g in self._refresh.values()
+                if not g.revoked and (everything or g.client_id == client_id)
+            ]
+            tba = [
+                t.token_id
+                for t in self.tba_tokens.values()
+                if t.token_id not in self.tba_revoked
+                and (everything or t.token_id == token_id or t.consumer_key == client_id)
+            ]
+            for certificate in certificates:
+                certificate.revoked = True
+            for grant in grants:
+                grant.revoked = True
+            self.tba_revoked.update(tba)
+        kids = {c.certificate_id for c in certificates}
+        access = self.tokens.revoke(
+            lambda t: everything or t.subject == client_id or t.claims.get("certificate_id") in kids
+        )
+        return {
+            "certificates": len(certificates),
+            "refresh_tokens": len(grants),
+            "tba_tokens": len(tba),
+            "access_tokens": access,
+        }
 
     def expire_refresh_tokens(self) -> None:
         """Every refresh token issued so far stops working: the user has to authorize again."""
@@ -247,8 +317,9 @@ class NetSuiteAuth:
         """Answer one token request (any grant) with the response body, or raise `OAuthError`."""
         grant = form.get("grant_type")
         if grant == "client_credentials":
-            client_id, scopes = self._client_credentials(form, token_url)
-            return self._token_body(client_id, scopes)
+            certificate, scopes = self._client_credentials(form, token_url)
+            # The certificate is noted on the token so revoking the mapping ends the tokens it minted.
+            return self._token_body(certificate.client_id, scopes, certificate_id=certificate.certificate_id)
         if grant in ("authorization_code", "refresh_token"):
             client = self._basic_auth(authorization)
             if grant == "authorization_code":
@@ -259,8 +330,10 @@ class NetSuiteAuth:
             "grant_type must be client_credentials, authorization_code or refresh_token",
         )
 
-    def _token_body(self, client_id: str, scopes: list[str], refresh: bool = False) -> dict[str, Any]:
-        issued = self.tokens.issue(client_id, self.token_ttl, scope=scopes)
+    def _token_body(
+        self, client_id: str, scopes: list[str], refresh: bool = False, **claims: str
+    ) -> dict[str, Any]:
+        issued = self.tokens.issue(client_id, self.token_ttl, scope=scopes, **claims)
         ttl = int(self.token_ttl)
         body: dict[str, Any] = {"access_token": issued.token}
         if refresh:
@@ -308,6 +381,11 @@ class NetSuiteAuth:
             grant = self._refresh.get(form.get("refresh_token", ""))
         if grant is None or grant.client_id != client.client_id:
             raise OAuthError("invalid_grant", "the refresh token is unknown or belongs to another client")
+        if grant.revoked:
+            # RFC 6749 §5.2: a revoked grant is invalid_grant; the user has to authorize again.
+            raise OAuthError(
+                "invalid_grant", "the refresh token was revoked; authorize the application again"
+            )
         if grant.expires_at <= self.clock():
             # The user has to authorize again (notes §1b).
             raise OAuthError("invalid_grant", f"the refresh token expired at {iso_utc(grant.expires_at)}")
@@ -315,14 +393,14 @@ class NetSuiteAuth:
         return self._token_body(client.client_id, grant.scopes)
 
     # Client credentials (notes §1a) -------------------------------------------------------------
-    def _client_credentials(self, form: dict[str, str], token_url: str) -> tuple[str, list[str]]:
+    def _client_credentials(self, form: dict[str, str], token_url: str) -> tuple[Certificate, list[str]]:
         if form.get("client_assertion_type") != JWT_BEARER:
             raise OAuthError("invalid_request", f"client_assertion_type must be {JWT_BEARER}")
         if not form.get("client_assertion"):
             raise OAuthError("invalid_request", "client_assertion is missing")
         return self._verify_assertion(form["client_assertion"], token_url)
 
-    def _verify_assertion(self, assertion: str, token_url: str) -> tuple[str, list[str]]:
+    def _verify_assertion(self, assertion: str, token_url: str) -> tuple[Certificate, list[str]]:
         # RFC 7523 §3.2 style: who signed -> invalid_client; claim values -> invalid_grant. NetSuite's
         # code per failure is UNCONFIRMED, so the descriptions carry the specifics.
         try:
@@ -330,13 +408,20 @@ class NetSuiteAuth:
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_request", f"client_assertion is not a JWT: {exc}") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in ASSERTION_ALGORITHMS:
-            allowed = ", ".join(sorted(ASSERTION_ALGORITHMS))
+        if alg not in self.assertion_algorithms:
+            allowed = ", ".join(sorted(self.assertion_algorithms))
             raise OAuthError("invalid_client", f"JWT alg {alg!r} is not accepted; use one of {allowed}")
         with self.lock:
             certificate = self.certificates.get(str(kid))
         if certificate is None:
             raise OAuthError("invalid_client", f"unknown certificate id (kid) {kid!r}")
+        if certificate.revoked:
+            # A revoked mapping needs a new one (ORA:section_162686838198). The wire error is
+            # UNCONFIRMED; it is refused like any other client NetSuite cannot authenticate.
+            raise OAuthError(
+                "invalid_client",
+                f"the certificate {kid!r} was revoked; map a new certificate to the integration",
+            )
         claims = self._decode(assertion, certificate, str(alg))
         if claims.get("iss") != certificate.client_id:
             raise OAuthError(
@@ -349,7 +434,7 @@ class NetSuiteAuth:
             raise OAuthError(
                 "invalid_scope", f"scope must include rest_webservices, got {claims.get('scope')!r}"
             )
-        return certificate.client_id, scopes
+        return certificate, scopes
 
     @staticmethod
     def _decode(assertion: str, certificate: Certificate, alg: str) -> dict[str, Any]:
@@ -490,6 +575,8 @@ class NetSuiteAuth:
             raise LoginRejected("consumer_key_refused", "the integration record is blocked")
         if token is None or token.consumer_key != consumer_key:
             raise LoginRejected("token_rejected", "unknown token id for this consumer key")
+        if token_id in self.tba_revoked:
+            raise LoginRejected("token_rejected", "the access token was revoked")
         return token
 
     def _check_tba_freshness(self, oauth: dict[str, str]) -> None:

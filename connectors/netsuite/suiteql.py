@@ -4,12 +4,13 @@ and the invoice model its transaction tables are built from.
 Tables: `customer`, `vendor`, `contact` (columns are the records' own fields, lower-cased), and,
 built from the stored invoices, `transaction` (one row per invoice) and `transactionline` (a main
 line plus one row per item line). What a query may use is what the connector and the clients in
-the notes send: `SELECT` columns, `TO_CHAR(col, 'fmt')` and aliases; `[INNER] JOIN t2 ON a.x = b.y`;
-`WHERE` comparisons joined by `AND`, dates written `TO_TIMESTAMP('...', 'YYYY-MM-DD HH24:MI:SS')`
+the notes send: `SELECT` columns, `TO_CHAR(col, 'fmt')`, `BUILTIN.DF(col)` and aliases;
+`[INNER] JOIN t2 ON a.x = b.y`; `WHERE` comparisons and `col IN (...)` joined by `AND`, dates written `TO_TIMESTAMP('...', 'YYYY-MM-DD HH24:MI:SS')`
 or `TO_DATE`; `ORDER BY`. Anything else is refused with the reason, as NetSuite's 400 would be.
 
 Rows come back the way the REST API shows them: lower-case names, every value a string, booleans
-'T'/'F', null columns left out (UNCONFIRMED, notes §4), dates in the user's preferred format.
+'T'/'F', null columns left out (UNCONFIRMED, notes §4; `omit_nulls`), dates in the user's preferred
+format and time zone (UTC unless `tz` says otherwise; the real one is UNCONFIRMED, notes §4).
 `suiteql_page` wraps them in the collection envelope and enforces the page and row limits.
 
 Invoices are kept as record fields (`entity`, `tranDate`, `item: {"items": [lines]}`, ...);
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 from connectors.emulator_sql import Call, Column, Query, SqlError, compare, parse_select
@@ -213,8 +214,9 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-def _day(text: Any) -> datetime | None:
-    return datetime.strptime(str(text), "%Y-%m-%d").replace(tzinfo=UTC) if text else None
+def _day(text: Any, tz: tzinfo) -> datetime | None:
+    # A date is midnight where the account is, so it reads as the same day in that time zone.
+    return datetime.strptime(str(text), "%Y-%m-%d").replace(tzinfo=tz) if text else None
 
 
 def _ref(value: Any) -> int | str | None:
@@ -229,22 +231,33 @@ def _key(record_id: str) -> int | str:
     return int(record_id) if record_id.isdigit() else record_id
 
 
+class Row(dict[str, Any]):
+    """A row before rendering; `display` holds what `BUILTIN.DF(column)` shows for a reference column
+    (its refName) where that differs from the column's value (the internal id)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.display: dict[str, str] = {}
+
+
 def entity_row(record: StoredLike) -> dict[str, Any]:
     """A customer/vendor/contact as a row before rendering: typed values, lower-case column names."""
-    row: dict[str, Any] = {"id": _key(record.id)}
+    row = Row(id=_key(record.id))
     for name, value in record.fields.items():
         if isinstance(value, bool):
             row[name.lower()] = "T" if value else "F"
         elif isinstance(value, dict) and "id" in value and "items" not in value:
             row[name.lower()] = str(value["id"])
+            if value.get("refName") is not None:
+                row.display[name.lower()] = str(value["refName"])
         elif value is not None and not isinstance(value, dict | list):
             row[name.lower()] = value
     row["datecreated"], row["lastmodifieddate"] = _utc(record.created), _utc(record.modified)
     return row
 
 
-def transaction_row(record: StoredLike) -> dict[str, Any]:
-    """An invoice as a `transaction` row."""
+def transaction_row(record: StoredLike, tz: tzinfo = UTC) -> dict[str, Any]:
+    """An invoice as a `transaction` row (its dates are days in the account's time zone `tz`)."""
     fields = record.fields
     row: dict[str, Any] = {
         "id": _key(record.id),
@@ -252,8 +265,8 @@ def transaction_row(record: StoredLike) -> dict[str, Any]:
         "recordtype": "invoice",
         "tranid": fields.get("tranId"),
         "entity": _ref(fields.get("entity")),
-        "trandate": _day(fields.get("tranDate")),
-        "duedate": _day(fields.get("dueDate")),
+        "trandate": _day(fields.get("tranDate"), tz),
+        "duedate": _day(fields.get("dueDate"), tz),
         "status": fields.get("status", "A"),
         "foreigntotal": invoice_total(fields),
         "currency": _ref(fields.get("currency")),
@@ -292,13 +305,13 @@ def transaction_line_rows(record: StoredLike, sales_negative: bool) -> list[dict
 
 
 def table_rows(
-    table: str, records: Callable[[str], Iterable[StoredLike]], sales_negative: bool
+    table: str, records: Callable[[str], Iterable[StoredLike]], sales_negative: bool, tz: tzinfo = UTC
 ) -> list[dict[str, Any]]:
     """Every row of `table`, built from the records `records(record_type)` yields."""
     if table in ENTITY_TABLES:
         return [entity_row(r) for r in records(table)]
     if table == "transaction":
-        return [transaction_row(r) for r in records("invoice")]
+        return [transaction_row(r, tz) for r in records("invoice")]
     return [row for r in records("invoice") for row in transaction_line_rows(r, sales_negative)]
 
 
@@ -348,14 +361,23 @@ class _Scope:
 
 
 def run_suiteql(
-    sql: str, rows_of: Callable[[str], list[dict[str, Any]]], date_format: Callable[[datetime], str]
+    sql: str,
+    rows_of: Callable[[str], list[dict[str, Any]]],
+    date_format: Callable[[datetime], str],
+    *,
+    omit_nulls: bool = True,
+    tz: tzinfo = UTC,
 ) -> list[dict[str, Any]]:
-    """Evaluate `sql`; `rows_of(table)` gives typed rows; returns rendered rows with `links: []`."""
-    query = parse_select(sql, allow_joins=True)
+    """Evaluate `sql`; `rows_of(table)` gives typed rows; returns rendered rows with `links: []`.
+
+    `omit_nulls` leaves null columns out of a row (else they are JSON null); `tz` is the time zone
+    TO_TIMESTAMP literals are read in and dates are shown in.
+    """
+    query = parse_select(sql, allow_joins=True, allow_in=True)
     scope = _Scope(query)
-    selected = _selection(query, scope)
+    selected = _selection(query, scope, tz)
     where = [
-        (ref := scope.resolve(Column(c.column, c.qualifier)), c.op, _literal(scope, ref, c.value))
+        (ref := scope.resolve(Column(c.column, c.qualifier)), c.op, _literal(scope, ref, c.value, tz))
         for c in query.where
     ]
     order = [(scope.resolve(column), descending) for column, descending in query.order_columns]
@@ -367,13 +389,13 @@ def run_suiteql(
         present = [c for c in combos if c[i].get(col) is not None]
         present.sort(key=lambda c: _sort_key(c[i][col]), reverse=descending)
         combos = present + [c for c in combos if c[i].get(col) is None]
-    return [_render(selected(combo), date_format) for combo in combos]
+    return [_render(selected(combo), date_format, omit_nulls, tz) for combo in combos]
 
 
 Selector = Callable[[tuple[dict[str, Any], ...]], list[tuple[str, Any]]]
 
 
-def _selection(query: Query, scope: _Scope) -> Selector:
+def _selection(query: Query, scope: _Scope, tz: tzinfo) -> Selector:
     if query.items is None:
         return lambda combo: [pair for row in combo for pair in row.items()]
     picks: list[tuple[str, Callable[[tuple[dict[str, Any], ...]], Any]]] = []
@@ -383,15 +405,22 @@ def _selection(query: Query, scope: _Scope) -> Selector:
             i, col = scope.resolve(expr)
             picks.append(((item.alias or col).lower(), lambda c, i=i, col=col: c[i].get(col)))
             continue
+        if expr.name == "BUILTIN.DF" and len(expr.args) == 1 and isinstance(expr.args[0], Column):
+            # The display value: a reference's name, any other column's own value (notes §4).
+            i, col = scope.resolve(expr.args[0])
+            name = (item.alias or f"expr{index}").lower()
+            picks.append((name, lambda c, i=i, col=col: _display(c[i], col)))
+            continue
         if expr.name != "TO_CHAR" or len(expr.args) != 2 or not isinstance(expr.args[0], Column):
             raise SqlError(
-                f"function {expr.name} is not supported in the select list (only TO_CHAR(column, 'fmt'))"
+                f"function {expr.name} is not supported in the select list"
+                " (only TO_CHAR(column, 'fmt') and BUILTIN.DF(column))"
             )
         (i, col), fmt = scope.resolve(expr.args[0]), oracle_to_strftime(str(expr.args[1]))
         picks.append(
             (
                 (item.alias or f"expr{index}").lower(),
-                lambda c, i=i, col=col, f=fmt: _to_char(c[i].get(col), f),
+                lambda c, i=i, col=col, f=fmt: _to_char(c[i].get(col), f, tz),
             )
         )
     return lambda combo: [(name, get(combo)) for name, get in picks]
@@ -438,17 +467,26 @@ def _join_key(value: Any) -> Any:
         return str(value)
 
 
-def _to_char(value: Any, fmt: str) -> Any:
-    return value.strftime(fmt) if isinstance(value, datetime) else value
+def _display(row: dict[str, Any], column: str) -> Any:
+    shown = row.display.get(column) if isinstance(row, Row) else None
+    return shown if shown is not None else row.get(column)
 
 
-def _render(selected: list[tuple[str, Any]], date_format: Callable[[datetime], str]) -> dict[str, Any]:
+def _to_char(value: Any, fmt: str, tz: tzinfo) -> Any:
+    return value.astimezone(tz).strftime(fmt) if isinstance(value, datetime) else value
+
+
+def _render(
+    selected: list[tuple[str, Any]], date_format: Callable[[datetime], str], omit_nulls: bool, tz: tzinfo
+) -> dict[str, Any]:
     out: dict[str, Any] = {"links": []}
     for name, value in selected:
         if value is None:
-            continue  # null columns are left out (UNCONFIRMED, notes §4)
+            if not omit_nulls:
+                out[name] = None
+            continue  # null columns are left out by default (UNCONFIRMED, notes §4)
         if isinstance(value, datetime):
-            out[name] = date_format(value)
+            out[name] = date_format(value.astimezone(tz))
         elif isinstance(value, float) and value.is_integer():
             out[name] = str(int(value))
         else:
@@ -463,14 +501,18 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (1, value) if isinstance(value, datetime) else (2, str(value))
 
 
-def _literal(scope: _Scope, ref: tuple[int, str], literal: Any) -> Any:
-    value = _call_literal(literal) if isinstance(literal, Call) else literal
+def _literal(scope: _Scope, ref: tuple[int, str], literal: Any, tz: tzinfo) -> Any:
+    if isinstance(literal, tuple):  # IN (...)
+        return tuple(_literal(scope, ref, item, tz) for item in literal)
+    value = _call_literal(literal, tz) if isinstance(literal, Call) else literal
     if scope.date_column(ref) != isinstance(value, datetime) and value is not None:
         raise SqlError(f"compare {ref[1]} with TO_TIMESTAMP('...', 'YYYY-MM-DD HH24:MI:SS')")
     return value
 
 
 def _matches(value: Any, op: str, literal: Any) -> bool:
+    if op == "IN":
+        return any(_matches(value, "=", item) for item in literal)
     if value is None or literal is None or isinstance(value, datetime):
         return compare(value, op, literal)
     # Numbers against strings: as numbers when both read as numbers ('1000' vs id), else as text.
@@ -482,14 +524,14 @@ def _matches(value: Any, op: str, literal: Any) -> bool:
     return compare(value, op, literal)
 
 
-def _call_literal(call: Call) -> datetime:
+def _call_literal(call: Call, tz: tzinfo) -> datetime:
     if call.name not in ("TO_TIMESTAMP", "TO_DATE") or len(call.args) != 2:
         raise SqlError(f"function {call.name} is not supported here (use TO_TIMESTAMP('...', 'fmt'))")
     try:
         parsed = datetime.strptime(str(call.args[0]), oracle_to_strftime(str(call.args[1])))
     except ValueError as exc:
         raise SqlError(f"{call.name}({call.args[0]!r}, {call.args[1]!r}): {exc}") from exc
-    return parsed.replace(tzinfo=UTC)  # comparisons run in UTC (the real time zone is UNCONFIRMED, notes §4)
+    return parsed.replace(tzinfo=tz)  # read in the account's time zone (UNCONFIRMED, notes §4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from connectors.emulator_kit import HOOK_PREFIX, BaseEmulator, RouteKind, creden
 from connectors.zoho.emulator_limits import CREDIT_WINDOW, DEFAULT_COSTS, EDITIONS, CreditWindow
 from connectors.zoho.emulator_oauth import GRANT_CODE_TTL, Client, OAuthServer, scope_allows
 from connectors.zoho.emulator_records import Change, RecordStore, StoredRecord
-from connectors.zoho.emulator_routes import TOKEN_PATH, create_app, zoho_error
+from connectors.zoho.emulator_routes import MAX_IDS, TOKEN_PATH, create_app, zoho_error
 from connectors.zoho.emulator_search import record_filter
 from connectors.zoho.emulator_watch import WatchRegistry
 
@@ -68,6 +68,11 @@ class ZohoEmulator(BaseEmulator):
         self.require_fields_param = True
         # UNCONFIRMED (notes §2d): the default list order; the OAS example info says id/desc.
         self.default_sort_order = "asc"
+        # UNCONFIRMED (notes §2d): at most this many ids in one `GET ?ids=` (LIMIT_EXCEEDED past it).
+        self.max_ids = MAX_IDS
+        # UNCONFIRMED (notes §2b): `PUT /{module}/{id}` takes exactly one record (INVALID_DATA
+        # otherwise). False: every record of the body is applied to that id in turn, one result each.
+        self.single_record_put_takes_one = True
         # UNCONFIRMED (notes §4): the 429 code for an exhausted credit budget (LIMIT_REACHED is the
         # other candidate) and whether a Retry-After header comes with any 429.
         self.credits_error_code = "TOO_MANY_REQUESTS"
@@ -96,6 +101,11 @@ class ZohoEmulator(BaseEmulator):
             str(body["client_secret"]),
             None if refresh_token is None else str(refresh_token),
         )
+
+    def revoke(self, refresh_token: str | None = None, client_id: str | None = None) -> dict[str, int]:
+        """Revoke a refresh token, every one of a self client, or (neither given) all of them: a refresh
+        then answers HTTP 200 `{"error": "invalid_code"}` and their access tokens 401 INVALID_TOKEN."""
+        return self.oauth.revoke(refresh_token, client_id)
 
     def grant_code(self, client_id: str, scopes: Iterable[str] | str, ttl: float = GRANT_CODE_TTL) -> str:
         """Mint a self-client grant code (API console "Generate Code"), valid `ttl` seconds, used once.

@@ -106,6 +106,35 @@ class OAuthServer:
             if refresh_token is not None:
                 client.refresh_tokens[refresh_token] = None
 
+    def revoke(self, refresh_token: str | None = None, client_id: str | None = None) -> dict[str, int]:
+        """Revoke refresh tokens: this one, every one of `client_id`, or (neither given) all of them.
+
+        As when the user takes the app's access away: refreshing with a revoked token answers HTTP
+        200 `{"error": "invalid_code"}` (notes §1a: "the refresh token is invalid or revoked") and the
+        access tokens made from it answer 401 INVALID_TOKEN. The self clients stay. KeyError when the
+        named refresh token or client is unknown.
+        """
+        with self.lock:
+            if client_id is not None and client_id not in self.clients:
+                raise KeyError(f"no self client {client_id!r} is registered")
+            owners = [
+                (name, client)
+                for name, client in self.clients.items()
+                if (client_id is None or name == client_id)
+                and (refresh_token is None or refresh_token in client.refresh_tokens)
+            ]
+            if refresh_token is not None and not owners:
+                raise KeyError("no such refresh token is registered")
+            gone: set[str] = set()
+            for _, client in owners:
+                tokens = [refresh_token] if refresh_token is not None else list(client.refresh_tokens)
+                for token in tokens:
+                    del client.refresh_tokens[token]
+                    self._issued.pop(token, None)
+                gone.update(tokens)
+        access = self.tokens.revoke(lambda t: t.claims.get("refresh_token") in gone)
+        return {"refresh_tokens": len(gone), "access_tokens": access}
+
     def grant_code(self, client_id: str, scopes: Iterable[str] | str, ttl: float = GRANT_CODE_TTL) -> str:
         """Mint a one-time self-client code, as the API console's "Generate Code" does (notes §1b)."""
         wanted = scopes.split(",") if isinstance(scopes, str) else list(scopes)
@@ -146,7 +175,7 @@ class OAuthServer:
         client.refresh_tokens[refresh_token] = found.scopes
         while self.max_refresh_tokens and len(client.refresh_tokens) > self.max_refresh_tokens:
             del client.refresh_tokens[next(iter(client.refresh_tokens))]
-        body = self._access(client_id, found.scopes, api_domain)
+        body = self._access(client_id, found.scopes, api_domain, refresh_token)
         return 200, {"access_token": body["access_token"], "refresh_token": refresh_token, **body}
 
     def _refresh(
@@ -161,10 +190,11 @@ class OAuthServer:
             return 400, dict(THROTTLED)
         recent.append(now)
         # No new refresh_token on refresh: Zoho does not rotate them (notes §1a).
-        return 200, self._access(client_id, client.refresh_tokens[refresh_token], api_domain)
+        return 200, self._access(client_id, client.refresh_tokens[refresh_token], api_domain, refresh_token)
 
-    def _access(self, client_id: str, scopes: Scopes, api_domain: str) -> dict[str, Any]:
-        issued = self.tokens.issue(client_id, self.token_ttl, scopes=scopes)
+    def _access(self, client_id: str, scopes: Scopes, api_domain: str, refresh_token: str) -> dict[str, Any]:
+        # The refresh token is noted on the access token so revoking the one ends the other.
+        issued = self.tokens.issue(client_id, self.token_ttl, scopes=scopes, refresh_token=refresh_token)
         return {
             "access_token": issued.token,
             "api_domain": api_domain,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 TOKEN_PATH = "/oauth/v2/token"
 API = "/crm/v8"
 MAX_RECORDS = 100  # records per insert/update/upsert/delete call (notes §2a; OAS deleteRecords)
-MAX_IDS = 100  # ids per GET ?ids= (UNCONFIRMED, notes §2d)
+MAX_IDS = 100  # ids per GET ?ids= (UNCONFIRMED, notes §2d): the default of ZohoEmulator.max_ids
 MAX_PER_PAGE = 200  # records per list page (notes §2d)
 MAX_FIELDS = 50  # field names per `fields=` (OAS example getRecords/400-limitexceeded)
 SORT_FIELDS = ("id", "Created_Time", "Modified_Time")  # sort_by values (OAS getRecords)
@@ -109,8 +109,7 @@ def create_app(emulator: ZohoEmulator) -> Starlette:
         data = await _data(request)
         if isinstance(data, Response):
             return data
-        if path_id is not None and len(data) != 1:
-            # UNCONFIRMED: the single-record URL takes exactly one record.
+        if path_id is not None and len(data) != 1 and emulator.single_record_put_takes_one:
             return zoho_error("INVALID_DATA", "only one record can be updated by id", 400, api_name="data")
         results, changes = emulator.store.update(module, data, path_id=path_id)
         emulator.publish(changes)
@@ -152,8 +151,10 @@ def create_app(emulator: ZohoEmulator) -> Starlette:
             return paging
         page, per_page = paging
         ids = [i for i in params.get("ids", "").split(",") if i]
-        if len(ids) > MAX_IDS:
-            return zoho_error("LIMIT_EXCEEDED", "limit exceeded", 400, param_name="ids", limit=MAX_IDS)
+        if len(ids) > emulator.max_ids:
+            return zoho_error(
+                "LIMIT_EXCEEDED", "limit exceeded", 400, param_name="ids", limit=emulator.max_ids
+            )
         sort_by, sort_order = params.get("sort_by"), params.get("sort_order", emulator.default_sort_order)
         if sort_by is not None and sort_by not in SORT_FIELDS:
             details = {"param_name": "sort_by", "supported_values": list(SORT_FIELDS)}

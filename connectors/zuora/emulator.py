@@ -24,7 +24,7 @@ emulator_common (error envelope, paging, Idempotency-Key), emulator_routes (HTTP
 Python test API (each also reachable over /_emulator/... for other processes): accounts(),
 invoices(), subscriptions(), payments(), catalog(), add_product_rate_plan_charge(), add_payment(),
 update_payment(), create_subscription(), amend_subscription(), cancel_subscription(),
-register_callout(), callouts, drain_callouts(), configure(), hold_writes()/release_writes().
+register_callout(), callouts, drain_callouts(), configure(), revoke(), hold_writes()/release_writes().
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from connectors.emulator_kit import (
 from connectors.zuora.callouts import DEFAULT_ATTEMPTS, CalloutSender
 from connectors.zuora.emulator_accounts import Accounts
 from connectors.zuora.emulator_billing import DEFAULT_ACCOUNTING_CODES, Catalog, Invoices
-from connectors.zuora.emulator_common import LIMIT, IdempotencyKeys, new_id, v1_error
+from connectors.zuora.emulator_common import INVALID, LIMIT, UNKNOWN_FIELD, IdempotencyKeys, new_id, v1_error
 from connectors.zuora.emulator_payments import Payments
 from connectors.zuora.emulator_routes import create_app
 from connectors.zuora.emulator_subscriptions import Change, Subscriptions, create_options, event_bodies
@@ -94,7 +94,18 @@ SETTINGS = [
     "token_ttl",
     "currencies",
     "subscription_id_reads_latest",
+    "rate_limited_body",
+    "token_rate_limited_body",
+    "zoql_error_format",
+    "zoql_error_status",
 ]  # what configure() and /_emulator/settings may change
+ZOQL_ERROR_FORMATS = ("actions", "v1")
+# ZOQL error code -> the v1 category it reads as when `zoql_error_format` is "v1" (notes §8).
+ZOQL_CATEGORIES = {
+    "INVALID_FIELD": UNKNOWN_FIELD,
+    "MALFORMED_QUERY": INVALID,
+    "INVALID_QUERY_LOCATOR": INVALID,
+}
 
 
 class ZuoraEmulator(BaseEmulator):
@@ -125,6 +136,16 @@ class ZuoraEmulator(BaseEmulator):
         self.orders_tenant = False
         # UNCONFIRMED (notes §5 say only "number or ID"): an old version's id reads that version.
         self.subscription_id_reads_latest = False
+        # UNCONFIRMED (notes §7): the body of an API 429 (rate or concurrency limit). None: the v1
+        # envelope with a category-70 ("limit") code; a dict: that JSON as it is.
+        self.rate_limited_body: dict[str, Any] | None = None
+        # UNCONFIRMED: the token endpoint's 429 body; its X-RateLimit-*-minute headers are an API
+        # gateway's, so the gateway's body is the guess.
+        self.token_rate_limited_body: dict[str, Any] = {"message": "API rate limit exceeded"}
+        # UNCONFIRMED (notes §8): ZOQL errors. "actions": the Actions error schema {code, message};
+        # "v1": the v1 envelope {success:false, reasons[{code, message}]}. Sent with zoql_error_status.
+        self.zoql_error_format = "actions"
+        self.zoql_error_status = 400
         self.tenant_id = "19"  # as in the token scope `tenant.19` of Zuora's sample (notes §1)
         self.user_id = new_id()  # createdById/postedBy of what the API creates
         self.clients: dict[str, str] = {}
@@ -154,6 +175,20 @@ class ZuoraEmulator(BaseEmulator):
     def register_json(self, body: dict[str, Any]) -> None:
         self.register_client(str(body["client_id"]), str(body["client_secret"]))
 
+    def revoke(self, client_id: str | None = None) -> dict[str, int]:
+        """Delete an OAuth client (every client when None), as an administrator does under Manage
+        Users > OAuth clients: the token endpoint then answers it 401 `invalid_client`, like any
+        unknown client, and its access tokens answer 401 with the 90000011 body. KeyError for an
+        unknown client id; `register_client` creates it again."""
+        with self.lock:
+            if client_id is not None and client_id not in self.clients:
+                raise KeyError(f"no OAuth client {client_id!r} is registered")
+            gone = [c for c in self.clients if client_id is None or c == client_id]
+            for name in gone:
+                del self.clients[name]
+        access = self.tokens.revoke(lambda t: t.subject in gone)
+        return {"clients": len(gone), "access_tokens": access}
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change tenant settings by name (see SETTINGS), e.g. `configure(orders_tenant=True)`.
 
@@ -164,6 +199,8 @@ class ZuoraEmulator(BaseEmulator):
             raise ValueError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
         if "currencies" in settings and not settings["currencies"]:
             raise ValueError("a tenant needs at least one active currency")
+        if settings.get("zoql_error_format", ZOQL_ERROR_FORMATS[0]) not in ZOQL_ERROR_FORMATS:
+            raise ValueError(f"zoql_error_format is one of {', '.join(ZOQL_ERROR_FORMATS)}")
         for name, value in settings.items():
             if name in ("accounting_codes", "currencies") and value is not None:
                 value = set(value)
@@ -235,9 +272,8 @@ class ZuoraEmulator(BaseEmulator):
         headers.update(self._concurrency_headers(self.is_high_volume(request.method, request.url.path)))
         if used <= limit:
             return Admission(headers)
-        # 429 body UNCONFIRMED (notes §7): the v1 envelope with a category-70 ("limit") code.
         message = "The request exceeded the rate limit; retry after RateLimit-Reset seconds."
-        return Admission(headers, v1_error(LIMIT, message, 429, {"Retry-After": str(reset)}))
+        return Admission(headers, self.limited(message, {"Retry-After": str(reset)}))
 
     def _admit_token(self, request: Request, headers: dict[str, str], now: float) -> Admission:
         ip = request.client.host if request.client else "unknown"
@@ -249,11 +285,8 @@ class ZuoraEmulator(BaseEmulator):
         headers["X-RateLimit-Limit-minute"] = str(limit)
         headers["X-RateLimit-Remaining-minute"] = str(max(0, limit - used))
         if used > limit:
-            # Body UNCONFIRMED: the X-RateLimit-*-minute headers are an API gateway's, so its body is used.
-            return Admission(
-                headers,
-                json_response({"message": "API rate limit exceeded"}, 429, {"Retry-After": str(reset)}),
-            )
+            body = self.token_rate_limited_body
+            return Admission(headers, json_response(body, 429, {"Retry-After": str(reset)}))
         return Admission(headers)
 
     def _concurrency_headers(self, high_volume: bool) -> dict[str, str]:
@@ -293,13 +326,27 @@ class ZuoraEmulator(BaseEmulator):
     def fault_response(self, status: int) -> Response:
         if status == 401:
             return json_response(AUTH_ERROR, 401)
-        category = {400: 20, 403: 10, 404: 40, 409: 50, 429: 70, 503: 61}.get(status, 60)
-        headers = {"Retry-After": str(self._api_window.reset_in(self.clock()))} if status == 429 else {}
-        return v1_error(category, f"Injected failure (HTTP {status}).", status, headers)
+        if status == 429:
+            retry = str(self._api_window.reset_in(self.clock()))
+            return self.limited(f"Injected failure (HTTP {status}).", {"Retry-After": retry})
+        category = {400: 20, 403: 10, 404: 40, 409: 50, 503: 61}.get(status, 60)
+        return v1_error(category, f"Injected failure (HTTP {status}).", status)
 
     def busy_response(self) -> Response:
         message = "The number of concurrent requests exceeds the concurrency limit of the tenant."
-        return v1_error(LIMIT, message, 429, {"Retry-After": "1"})
+        return self.limited(message, {"Retry-After": "1"})
+
+    def limited(self, message: str, headers: dict[str, str]) -> Response:
+        """The 429 for a spent rate or concurrency limit, its body per `rate_limited_body`."""
+        if self.rate_limited_body is not None:
+            return json_response(self.rate_limited_body, 429, headers)
+        return v1_error(LIMIT, message, 429, headers)
+
+    def zoql_error(self, code: str, message: str) -> Response:
+        """A refused ZOQL query or query locator, shaped per `zoql_error_format` (UNCONFIRMED, notes §8)."""
+        if self.zoql_error_format == "v1":
+            return v1_error(ZOQL_CATEGORIES.get(code, INVALID), message, self.zoql_error_status)
+        return json_response({"code": code, "message": message}, self.zoql_error_status)
 
     # OAuth ------------------------------------------------------------------------------
     def issue_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -220,7 +220,9 @@ class IdempotencyKeys:
                 return
             stored = self._keys[key]
             stored.done, stored.status, stored.body = True, response.status_code, bytes(response.body)
-            stored.headers = {"content-type": response.headers.get("content-type", "application/json")}
+            # The route's own headers (content-type, Location, ...) come back on a replay; the length is
+            # worked out again, and per-call headers (request id, rate limits) are added fresh.
+            stored.headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
 
     @property
     def in_flight(self) -> list[str]:

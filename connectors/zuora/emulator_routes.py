@@ -1,7 +1,10 @@
 """The Zuora emulator's HTTP layer: Zuora's real paths plus the Zuora-specific `/_emulator/` hooks.
 
 Handlers are thin: they parse the request, call the emulator's stores and turn (status, body) pairs
-into responses. Every API route needs a bearer token; POST routes honour Idempotency-Key (notes §7).
+into responses. Every API route needs a bearer token; writes honour Idempotency-Key on POST and PATCH
+(notes §7; `idempotent`). Zuora's v1 operations emulated here are POST, PUT and GET only (account
+update is PUT, notes §3), so no route takes PATCH yet; the idempotency layer keys on the method, not
+the route, and its PATCH behaviour is tested on a route of the test's own.
 
 Zuora-specific hooks (no auth; loopback test tooling), beside the shared ones of emulator_kit:
 
@@ -71,12 +74,49 @@ if TYPE_CHECKING:
 Endpoint = Callable[[Request], Awaitable[Response]]
 TRANSACTION_PAGE = 20  # default pageSize of the older transactions lists (notes §4)
 ITEMS_PAGE = 20  # default pageSize of GET /v1/invoices/{key}/items
+IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})  # "Only on POST and PATCH" (notes §7)
 AUTH_ERROR = {"success": False, "reasons": [{"code": 90000011, "message": "Authentication error"}]}
 
 
 def answer(pair: Answer) -> Response:
     status, body = pair
     return json_response(body, status)
+
+
+def idempotent(emulator: ZuoraEmulator, handler: Endpoint) -> Endpoint:
+    """Wrap a write route in Zuora's Idempotency-Key rules (notes §7), whatever its method.
+
+    POST and PATCH with the header: the first answer (status, headers, body; success or failure) is
+    replayed for 24 h, a clash while it is in flight is 409, the key reused for another method, path
+    or body is 422. Other methods ignore the header ("Only on POST and PATCH"). Every write waits while
+    `hold_writes` is on, so a test can hold a call in flight.
+    """
+
+    async def wrapped(request: Request) -> Response:
+        key = request.headers.get("idempotency-key")
+        if key is None or request.method not in IDEMPOTENT_METHODS:
+            if request.method != "GET":
+                await emulator.wait_for_writes()
+            return await handler(request)
+        if len(key) > IDEMPOTENCY_KEY_MAX:
+            return v1_error(INVALID, f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX} characters.", 400)
+        digest = hashlib.sha256(await request.body()).hexdigest()
+        claim = emulator.idempotency.claim(key, (request.method, request.url.path, digest))
+        if claim == "mismatch":
+            return v1_error(RULE, "This Idempotency-Key was used for a different request.", 422)
+        if claim == "conflict":
+            return v1_error(50, "A request with this Idempotency-Key is still in progress.", 409)
+        if isinstance(claim, StoredAnswer):
+            return Response(claim.body, claim.status, headers=claim.headers)
+        response = None
+        try:
+            await emulator.wait_for_writes()
+            response = await handler(request)
+            return response
+        finally:
+            emulator.idempotency.settle(key, response)
+
+    return wrapped
 
 
 def create_app(emulator: ZuoraEmulator) -> Starlette:
@@ -90,38 +130,8 @@ def create_app(emulator: ZuoraEmulator) -> Starlette:
 
         return wrapped
 
-    def idempotent(handler: Endpoint) -> Endpoint:
-        # Only POST and PATCH honour Idempotency-Key (notes §7); writes wait while `hold_writes` is on.
-        async def wrapped(request: Request) -> Response:
-            key = request.headers.get("idempotency-key")
-            if key is None or request.method not in ("POST", "PATCH"):
-                if request.method != "GET":
-                    await emulator.wait_for_writes()
-                return await handler(request)
-            if len(key) > IDEMPOTENCY_KEY_MAX:
-                return v1_error(
-                    INVALID, f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX} characters.", 400
-                )
-            digest = hashlib.sha256(await request.body()).hexdigest()
-            claim = emulator.idempotency.claim(key, (request.method, request.url.path, digest))
-            if claim == "mismatch":
-                return v1_error(RULE, "This Idempotency-Key was used for a different request.", 422)
-            if claim == "conflict":
-                return v1_error(50, "A request with this Idempotency-Key is still in progress.", 409)
-            if isinstance(claim, StoredAnswer):
-                return Response(claim.body, claim.status, headers=claim.headers)
-            response = None
-            try:
-                await emulator.wait_for_writes()
-                response = await handler(request)
-                return response
-            finally:
-                emulator.idempotency.settle(key, response)
-
-        return wrapped
-
     def api(handler: Endpoint) -> Endpoint:
-        return authed(idempotent(handler))
+        return authed(idempotent(emulator, handler))
 
     def listing(handler: Callable[[Request], Response]) -> Endpoint:
         # GET lists: a bad page/pageSize/filter is category 27 with HTTP 400.
@@ -185,11 +195,8 @@ def create_app(emulator: ZuoraEmulator) -> Starlette:
             records = emulator.account_store.zoql(str(body.get("queryString", "")))
             return json_response(emulator.account_store.query_page(records))
         except (InvalidJson, SqlError) as exc:
-            # ZOQL error body UNCONFIRMED (notes §8): Actions errors are {code, message}.
             code = "INVALID_FIELD" if isinstance(exc, InvalidField) else "MALFORMED_QUERY"
-            return json_response(
-                {"code": code, "message": f"You have an error in your ZOQL syntax: {exc}"}, 400
-            )
+            return emulator.zoql_error(code, f"You have an error in your ZOQL syntax: {exc}")
 
     async def action_query_more(request: Request) -> Response:
         try:
@@ -198,7 +205,7 @@ def create_app(emulator: ZuoraEmulator) -> Starlette:
         except InvalidJson:
             page = None
         if page is None:
-            return json_response({"code": "INVALID_QUERY_LOCATOR", "message": "invalid query locator"}, 400)
+            return emulator.zoql_error("INVALID_QUERY_LOCATOR", "invalid query locator")
         return json_response(page)
 
     # Invoices ----------------------------------------------------------------------------------

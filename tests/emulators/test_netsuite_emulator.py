@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx2
 import pytest
@@ -15,12 +15,14 @@ from connectors.netsuite.emulator import INVALID_LOGIN, NetSuiteEmulator
 from tests.emulators.conftest import (
     NS_CLIENT_ID,
     NS_EC_KID,
+    NS_RSA_KID,
     NS_TOKEN_PATH,
     Clock,
     Receiver,
     fresh_get,
     ns_assertion,
     ns_token_form,
+    public_pem,
 )
 from tests.support.live import wait_for
 
@@ -181,6 +183,18 @@ def test_token_rejects_rs256(
     assert "RS256" in response.json()["error_description"]
 
 
+def test_rs256_is_accepted_when_configured(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_url: str, rsa_key: rsa.RSAPrivateKey, clock: Clock
+) -> None:
+    netsuite.assertion_algorithms.add("RS256")  # Oracle's older sample signs RS256 (UNCONFIRMED, notes §1a)
+
+    response = ns_http.post(
+        NS_TOKEN_PATH, data=ns_token_form(ns_assertion(rsa_key, ns_url, clock.now, alg="RS256"))
+    )
+
+    assert response.status_code == 200, response.text
+
+
 @pytest.mark.parametrize(
     ("form", "error"),
     [
@@ -237,6 +251,74 @@ def test_expire_tokens_hook_invalidates_issued_tokens(
         ).status_code
         == 401
     )
+
+
+def test_revoke_hook_refuses_the_certificate_and_ends_the_tokens_it_minted(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_url: str,
+    ns_auth: dict[str, str],
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    clock: Clock,
+) -> None:
+    revoked = ns_http.post("/_emulator/revoke", json={"certificate_id": NS_RSA_KID})
+
+    cached = ns_http.get(f"{RECORD}/customer/1", headers=ns_auth)
+    renewed = ns_http.post(NS_TOKEN_PATH, data=ns_token_form(ns_assertion(rsa_key, ns_url, clock.now)))
+    other = ns_assertion(ec_key, ns_url, clock.now, kid=NS_EC_KID, alg="ES256")
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked"] == {
+        "certificates": 1,
+        "refresh_tokens": 0,
+        "tba_tokens": 0,
+        "access_tokens": 1,
+    }
+    assert (cached.status_code, cached.json()) == (401, UNAUTHORIZED_BODY)
+    assert (renewed.status_code, renewed.json()["error"]) == (400, "invalid_client")
+    assert "revoked" in renewed.json()["error_description"]
+    assert ns_http.post(NS_TOKEN_PATH, data=ns_token_form(other)).status_code == 200  # its own mapping
+
+
+def test_revoke_by_client_id_ends_every_certificate_and_token_of_the_integration(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_url: str,
+    ns_auth: dict[str, str],
+    ec_key: ec.EllipticCurvePrivateKey,
+    rsa_key: rsa.RSAPrivateKey,
+    clock: Clock,
+) -> None:
+    counts = netsuite.revoke(client_id=NS_CLIENT_ID)
+
+    ec_assertion = ns_assertion(ec_key, ns_url, clock.now, kid=NS_EC_KID, alg="ES256")
+    assert (counts["certificates"], counts["access_tokens"]) == (2, 1)
+    assert ns_http.get(f"{RECORD}/customer/1", headers=ns_auth).status_code == 401
+    assert ns_http.post(NS_TOKEN_PATH, data=ns_token_form(ec_assertion)).json()["error"] == "invalid_client"
+    # Mapping a certificate again (a new mapping, as Oracle requires) restores access.
+    netsuite.register_m2m_client(NS_CLIENT_ID, NS_RSA_KID, public_pem(rsa_key))
+    assertion = ns_assertion(rsa_key, ns_url, clock.now)
+    assert ns_http.post(NS_TOKEN_PATH, data=ns_token_form(assertion)).status_code == 200
+
+
+def test_revoke_hook_without_a_body_revokes_everything(
+    ns_http: httpx2.Client, ns_url: str, ns_auth: dict[str, str], rsa_key: rsa.RSAPrivateKey, clock: Clock
+) -> None:
+    assert ns_http.post("/_emulator/revoke").json()["revoked"]["certificates"] == 2
+
+    assert ns_http.get(f"{RECORD}/customer/1", headers=ns_auth).status_code == 401
+    assertion = ns_assertion(rsa_key, ns_url, clock.now)
+    assert ns_http.post(NS_TOKEN_PATH, data=ns_token_form(assertion)).json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"certificate_id": "never-mapped"}, 404), ({"client_id": "stranger"}, 404), ({"colour": "red"}, 400)],
+)
+def test_revoke_hook_refuses_unknown_targets(
+    ns_http: httpx2.Client, body: dict[str, str], status: int
+) -> None:
+    assert ns_http.post("/_emulator/revoke", json=body).status_code == status
 
 
 # Record API ---------------------------------------------------------------------------------------
@@ -333,6 +415,19 @@ def test_patch_updates_fields_and_modified_date(
     assert stored["lastModifiedDate"] > stored["dateCreated"]
 
 
+def test_patch_status_is_configurable(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str], ns_url: str
+) -> None:
+    netsuite.patch_status = 200  # what LedgerSync's stubs answer (UNCONFIRMED, notes §3)
+    record_id = create(ns_http, ns_auth, {"companyName": "Acme"})
+
+    response = ns_http.patch(f"{RECORD}/customer/{record_id}", json={"phone": "2"}, headers=ns_auth)
+
+    assert response.status_code == 200
+    assert response.headers["location"] == f"{ns_url}{RECORD}/customer/{record_id}"
+    assert netsuite.records("customer")[0]["phone"] == "2"
+
+
 def test_patch_missing_record_is_404(ns_http: httpx2.Client, ns_auth: dict[str, str]) -> None:
     response = ns_http.patch(f"{RECORD}/customer/4242", json={"phone": "2"}, headers=ns_auth)
 
@@ -408,6 +503,159 @@ def test_vendor_and_contact_use_the_same_record_api(
     assert netsuite.records(record_type)[0]["id"] == record_id
 
 
+ENTITY_CASES = [
+    ("vendor", {"companyName": "Supplies Co"}, "companyName"),
+    ("contact", {"firstName": "Amy", "lastName": "Lawrence"}, "lastName"),
+]
+
+
+@pytest.mark.parametrize(("record_type", "body", "name_field"), ENTITY_CASES)
+def test_vendor_and_contact_patch_by_id_and_by_external_id(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    clock: Clock,
+    record_type: str,
+    body: dict[str, Any],
+    name_field: str,
+) -> None:
+    record_id = create(ns_http, ns_auth, {**body, "externalId": "NS-7"}, record_type)
+    clock.advance(60)
+
+    by_id = ns_http.patch(f"{RECORD}/{record_type}/{record_id}", json={"phone": "1"}, headers=ns_auth)
+    by_eid = ns_http.patch(f"{RECORD}/{record_type}/eid:NS-7", json={"email": "a@b.test"}, headers=ns_auth)
+    missing = ns_http.patch(f"{RECORD}/{record_type}/eid:NS-8", json={"phone": "2"}, headers=ns_auth)
+
+    assert (by_id.status_code, by_eid.status_code) == (204, 204)
+    assert (missing.status_code, error_code(missing)) == (404, "NONEXISTENT_ID")
+    [stored] = netsuite.records(record_type)
+    assert (stored["id"], stored[name_field], stored["phone"], stored["email"]) == (
+        record_id,
+        body[name_field],
+        "1",
+        "a@b.test",
+    )
+    assert stored["lastModifiedDate"] > stored["dateCreated"]
+
+
+@pytest.mark.parametrize(("record_type", "body", "name_field"), ENTITY_CASES)
+def test_vendor_and_contact_upsert_by_external_id_creates_then_updates(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    ns_url: str,
+    record_type: str,
+    body: dict[str, Any],
+    name_field: str,
+) -> None:
+    url = f"{RECORD}/{record_type}/eid:ZOHO-42"
+
+    first = ns_http.put(url, json=body, headers=ns_auth)
+    second = ns_http.put(url, json={**body, name_field: "Renamed"}, headers=ns_auth)
+
+    assert first.status_code == second.status_code == 204
+    assert first.headers["location"] == second.headers["location"]
+    record_id = first.headers["location"].removeprefix(f"{ns_url}{RECORD}/{record_type}/")
+    [stored] = netsuite.records(record_type)
+    assert (stored["id"], stored["externalId"], stored[name_field]) == (record_id, "ZOHO-42", "Renamed")
+    read = ns_http.get(url, headers=ns_auth).json()
+    assert (read["id"], read[name_field]) == (record_id, "Renamed")
+
+
+@pytest.mark.parametrize(("record_type", "body", "name_field"), ENTITY_CASES)
+def test_vendor_and_contact_upsert_still_checks_mandatory_fields(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    record_type: str,
+    body: dict[str, Any],
+    name_field: str,
+) -> None:
+    response = ns_http.put(f"{RECORD}/{record_type}/eid:X-1", json={"phone": "1"}, headers=ns_auth)
+
+    assert (response.status_code, error_code(response)) == (400, "USER_ERROR")
+    assert netsuite.records(record_type) == []
+
+
+CUSTOM = f"{RECORD}/customrecord_zuora_sub_event"
+
+
+def test_custom_record_create_answers_204_with_location_and_reads_back(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str], ns_url: str
+) -> None:
+    body = {"name": "SUB-0001", "custrecord_zse_status": "Active", "custrecord_zse_customer": {"id": "1137"}}
+
+    response = ns_http.post(CUSTOM, json=body, headers=ns_auth)
+
+    assert response.status_code == 204 and response.content == b""
+    record_id = response.headers["location"].removeprefix(f"{ns_url}{CUSTOM}/")
+    read = ns_http.get(f"{CUSTOM}/{record_id}", headers=ns_auth)
+    assert read.headers["content-type"] == "application/vnd.oracle.resource+json; type=singular"
+    assert (read.json()["id"], read.json()["name"], read.json()["custrecord_zse_status"]) == (
+        record_id,
+        "SUB-0001",
+        "Active",
+    )
+    assert read.json()["custrecord_zse_customer"]["id"] == "1137"
+    assert [r["id"] for r in netsuite.records("customrecord_zuora_sub_event")] == [record_id]
+
+
+def test_custom_record_upsert_patch_and_get_by_external_id(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    url = f"{CUSTOM}/eid:SUB-0001"
+
+    created = ns_http.put(url, json={"name": "SUB-0001", "custrecord_zse_status": "Active"}, headers=ns_auth)
+    updated = ns_http.put(url, json={"custrecord_zse_status": "Cancelled"}, headers=ns_auth)
+    patched = ns_http.patch(url, json={"custrecord_zse_note": "renewal lapsed"}, headers=ns_auth)
+
+    assert (created.status_code, updated.status_code, patched.status_code) == (204, 204, 204)
+    assert created.headers["location"] == updated.headers["location"]
+    read = ns_http.get(url, headers=ns_auth).json()
+    assert (read["externalId"], read["name"], read["custrecord_zse_status"]) == (
+        "SUB-0001",
+        "SUB-0001",
+        "Cancelled",
+    )
+    assert read["custrecord_zse_note"] == "renewal lapsed"
+    assert len(netsuite.records("customrecord_zuora_sub_event")) == 1
+
+
+def test_custom_record_patch_and_get_of_a_missing_record_is_404(
+    ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    patched = ns_http.patch(f"{CUSTOM}/eid:SUB-404", json={"name": "x"}, headers=ns_auth)
+    read = ns_http.get(f"{CUSTOM}/4242", headers=ns_auth)
+
+    assert (patched.status_code, error_code(patched)) == (404, "NONEXISTENT_ID")
+    assert (read.status_code, error_code(read)) == (404, "NONEXISTENT_ID")
+
+
+def test_custom_records_can_be_switched_off(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    netsuite.allow_custom_records = False  # the custom record type does not exist in the account
+
+    response = ns_http.post(CUSTOM, json={"name": "SUB-0001"}, headers=ns_auth)
+
+    assert (response.status_code, error_code(response)) == (404, "INVALID_RECORD_TYPE")
+
+
+@pytest.mark.parametrize("by", ["id", "eid"])
+def test_delete_answers_204_and_removes_the_record(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str], by: str
+) -> None:
+    record_id = create(ns_http, ns_auth, {"companyName": "Acme", "externalId": "CID1"})
+    key = record_id if by == "id" else "eid:CID1"
+
+    response = ns_http.delete(f"{RECORD}/customer/{key}", headers=ns_auth)
+    again = ns_http.delete(f"{RECORD}/customer/{key}", headers=ns_auth)
+
+    assert response.status_code == 204 and response.content == b""
+    assert (again.status_code, error_code(again)) == (404, "NONEXISTENT_ID")
+    assert netsuite.records("customer") == []
+
+
 def test_property_names_match_case_insensitively(
     netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
 ) -> None:
@@ -415,6 +663,17 @@ def test_property_names_match_case_insensitively(
 
     stored = netsuite.records("customer")[0]
     assert (stored["companyName"], stored["entityId"]) == ("Acme", "ACME-1")
+
+
+def test_property_names_match_exactly_when_configured(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    netsuite.case_insensitive_properties = False  # UNCONFIRMED either way (notes §3)
+
+    response = ns_http.post(f"{RECORD}/customer", json={"companyname": "Acme"}, headers=ns_auth)
+
+    assert (response.status_code, error_code(response)) == (400, "USER_ERROR")
+    assert response.json()["o:errorDetails"][0]["o:errorPath"] == "companyName"
 
 
 def test_unknown_record_type_is_404(ns_http: httpx2.Client, ns_auth: dict[str, str]) -> None:
@@ -488,6 +747,37 @@ def test_suiteql_rows_are_lower_case_strings_with_booleans_and_no_nulls(
     }
 
 
+def test_suiteql_null_columns_come_as_json_null_when_configured(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    netsuite.suiteql_omit_nulls = False  # UNCONFIRMED (notes §4): left out by default
+    netsuite.seed("customer", {"companyName": "Acme"})
+
+    row = suiteql(ns_http, ns_auth, "SELECT id, email, companyname FROM customer").json()["items"][0]
+
+    assert row == {"links": [], "id": "1000", "email": None, "companyname": "Acme"}
+
+
+def test_suiteql_time_zone_is_configurable(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    # 02:00 UTC on 2 May is 22:00 on 1 May in New York (EDT, UTC-4).
+    netsuite.seed("customer", {"companyName": "Acme", "lastModifiedDate": "2024-05-02T02:00:00Z"})
+    q = (
+        "SELECT id, TO_CHAR(lastmodifieddate, 'YYYY-MM-DD HH24:MI:SS') AS lm, lastmodifieddate FROM customer "
+        "WHERE lastmodifieddate >= TO_TIMESTAMP('2024-05-01 23:00:00', 'YYYY-MM-DD HH24:MI:SS')"
+    )
+    in_utc = suiteql(ns_http, ns_auth, q).json()["items"]
+    netsuite.suiteql_time_zone = ZoneInfo("America/New_York")  # UNCONFIRMED (notes §4): UTC by default
+
+    in_new_york = suiteql(ns_http, ns_auth, q).json()["items"]
+    every = suiteql(ns_http, ns_auth, q.split(" WHERE ")[0]).json()["items"]
+
+    assert [(r["lm"], r["lastmodifieddate"]) for r in in_utc] == [("2024-05-02 02:00:00", "5/2/2024")]
+    assert in_new_york == []
+    assert [(r["lm"], r["lastmodifieddate"]) for r in every] == [("2024-05-01 22:00:00", "5/1/2024")]
+
+
 SINCE_MAY_3 = "TO_TIMESTAMP('2024-05-03 00:00:00', 'YYYY-MM-DD HH24:MI:SS')"
 BEFORE_MAY_2_10AM = "TO_TIMESTAMP('2024-05-02 10:00:00', 'YYYY-MM-DD HH24:MI:SS')"
 
@@ -503,6 +793,8 @@ BEFORE_MAY_2_10AM = "TO_TIMESTAMP('2024-05-02 10:00:00', 'YYYY-MM-DD HH24:MI:SS'
         (f"lastmodifieddate < {BEFORE_MAY_2_10AM} AND isinactive = 'F'", ["1000"]),
         ("companyname = 'Company 4'", ["1003"]),
         ("email IS NULL AND id >= 1004", ["1004"]),
+        ("id IN (1003, 1000, 9999)", ["1000", "1003"]),
+        ("id IN ('1001') AND isinactive != 'F'", ["1001"]),
     ],
 )
 def test_suiteql_filters_rows(
@@ -531,6 +823,17 @@ def test_suiteql_orders_descending_and_supports_aliases(
     assert [r["internalid"] for r in rows] == ["1002", "1001", "1000"]
 
 
+def test_suiteql_builtin_df_shows_a_references_name_and_any_other_columns_value(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    netsuite.seed("customer", {"companyName": "Acme", "currency": {"id": "2", "refName": "EUR"}})
+
+    q = "SELECT currency, BUILTIN.DF(currency) AS currency_name, BUILTIN.DF(companyname) FROM customer"
+    row = suiteql(ns_http, ns_auth, q).json()["items"][0]
+
+    assert row == {"links": [], "currency": "2", "currency_name": "EUR", "expr3": "Acme"}
+
+
 def test_suiteql_select_star_returns_every_column(
     netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
 ) -> None:
@@ -541,13 +844,48 @@ def test_suiteql_select_star_returns_every_column(
     assert {"id", "companyname", "externalid", "isinactive", "entityid", "datecreated"} <= set(row)
 
 
+def test_suiteql_selects_contacts_with_their_company(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    company = netsuite.seed("customer", {"companyName": "Acme"})
+    netsuite.seed("contact", {"firstName": "Amy", "lastName": "Lawrence", "email": "amy@acme.test"})
+    netsuite.seed("contact", {"lastName": "Smith", "company": {"id": company}, "isInactive": True})
+    columns = "id, entityid, firstname, lastname, email, company, isinactive"
+
+    rows = suiteql(ns_http, ns_auth, f"SELECT {columns} FROM contact ORDER BY id DESC").json()["items"]
+    active = suiteql(ns_http, ns_auth, "SELECT c.id FROM contact c WHERE c.isinactive = 'F'").json()
+
+    assert [r["id"] for r in active["items"]] == [str(int(company) + 1)]
+    assert rows == [
+        {
+            "links": [],
+            "id": str(int(company) + 2),
+            "entityid": "Smith",
+            "lastname": "Smith",
+            "company": company,
+            "isinactive": "T",
+        },
+        {
+            "links": [],
+            "id": str(int(company) + 1),
+            "entityid": "Amy Lawrence",
+            "firstname": "Amy",
+            "lastname": "Lawrence",
+            "email": "amy@acme.test",
+            "isinactive": "F",
+        },
+    ]
+
+
 @pytest.mark.parametrize(
     ("q", "needle"),
     [
         ("SELECT id FROM salesorder", "salesorder"),
         ("SELECT c.id FROM customer c LEFT JOIN vendor v ON c.id = v.id", "JOIN"),
         ("SELECT id FROM customer GROUP BY id", "GROUP"),
-        ("SELECT BUILTIN.DF(subsidiary) FROM customer", "BUILTIN.DF"),
+        ("SELECT BUILTIN.DF(subsidiary, 'x') FROM customer", "BUILTIN.DF"),
+        ("SELECT UPPER(companyname) FROM customer", "UPPER"),
+        ("SELECT id FROM customer WHERE id IN ()", "expected a literal"),
         ("SELECT id FROM customer WHERE lastmodifieddate > '2024-01-01'", "TO_TIMESTAMP"),
         ("DELETE FROM customer", "SELECT"),
     ],
@@ -606,6 +944,17 @@ def test_fail_next_injects_errors_in_netsuite_shape(ns_http: httpx2.Client, ns_a
 
     assert [r.status_code for r in statuses] == [429, 429, 404]
     assert error_code(statuses[0]) == "CONCURRENCY_LIMIT_EXCEEDED"
+
+
+def test_concurrency_error_code_is_configurable(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_auth: dict[str, str]
+) -> None:
+    netsuite.concurrency_error_code = "SSS_REQUEST_LIMIT_EXCEEDED"  # UNCONFIRMED (notes §5)
+    netsuite.faults.fail_next(429)
+
+    response = ns_http.get(f"{RECORD}/customer/1", headers=ns_auth)
+
+    assert (response.status_code, error_code(response)) == (429, "SSS_REQUEST_LIMIT_EXCEEDED")
 
 
 def test_injected_401_is_the_real_invalid_login_body(
@@ -719,7 +1068,7 @@ def test_webhook_posts_create_and_edit_with_the_secret(
 ) -> None:
     found, url = receiver
     netsuite.add_webhook(f"{url}/hooks/netsuite", "s3cret")
-    at = datetime.fromtimestamp(clock.now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    clock.now = 1_714_644_672.345  # 2024-05-02T10:11:12.345Z
 
     record_id = create(ns_http, ns_auth, {"companyName": "Acme"})
     ns_http.patch(f"{RECORD}/customer/{record_id}", json={"phone": "1"}, headers=ns_auth)
@@ -727,24 +1076,109 @@ def test_webhook_posts_create_and_edit_with_the_secret(
     wait_for(lambda: len(netsuite.deliveries) == 2, what="two webhook deliveries")
     assert [d["status"] for d in netsuite.deliveries] == [200, 200]
     events = sorted(found.received, key=lambda e: e["body"]["eventType"])
-    assert [e["body"] for e in events] == [
-        {
-            "recordType": "customer",
-            "id": record_id,
-            "eventType": "create",
-            "accountId": "1234567_SB1",
-            "occurredAt": at,
-        },
-        {
-            "recordType": "customer",
-            "id": record_id,
-            "eventType": "edit",
-            "accountId": "1234567_SB1",
-            "occurredAt": at,
-        },
+    # What connectors/netsuite/suitescript/ml_connector_user_event.js sends, key for key and in order;
+    # occurredAt is JavaScript's Date.toISOString().
+    assert [list(e["body"].items()) for e in events] == [
+        [
+            ("recordType", "customer"),
+            ("id", record_id),
+            ("eventType", "create"),
+            ("contextType", "create"),
+            ("accountId", "1234567_SB1"),
+            ("occurredAt", "2024-05-02T10:11:12.345Z"),
+        ],
+        [
+            ("recordType", "customer"),
+            ("id", record_id),
+            ("eventType", "edit"),
+            ("contextType", "edit"),
+            ("accountId", "1234567_SB1"),
+            ("occurredAt", "2024-05-02T10:11:12.345Z"),
+        ],
     ]
     assert all(e["headers"]["x-webhook-secret"] == "s3cret" for e in events)
     assert all(e["headers"]["content-type"] == "application/json" for e in events)
+
+
+def events_received(found: Receiver, count: int) -> list[tuple[str, str, str, str]]:
+    """(recordType, id, eventType, contextType) of the first `count` events, once they arrived."""
+    wait_for(lambda: len(found.received) >= count, what=f"{count} webhook event(s)")
+    with found.lock:
+        bodies = [e["body"] for e in found.received[:count]]
+    return [(b["recordType"], b["id"], b["eventType"], b["contextType"]) for b in bodies]
+
+
+def test_webhook_upsert_sends_create_then_edit(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    receiver: tuple[Receiver, str],
+) -> None:
+    found, url = receiver
+    netsuite.add_webhook(url, "s3cret")
+
+    first = ns_http.put(f"{RECORD}/customer/eid:CID7", json={"companyName": "Acme"}, headers=ns_auth)
+    record_id = first.headers["location"].rsplit("/", 1)[1]
+    created = events_received(found, 1)[-1]
+    ns_http.put(f"{RECORD}/customer/eid:CID7", json={"companyName": "Acme 2"}, headers=ns_auth)
+    edited = events_received(found, 2)[-1]
+
+    assert [created, edited] == [
+        ("customer", record_id, "create", "create"),
+        ("customer", record_id, "edit", "edit"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record_type", "body", "change"),
+    [
+        ("vendor", {"companyName": "Supplies Co"}, {"phone": "555-0199"}),
+        ("contact", {"firstName": "Amy", "lastName": "Lawrence"}, {"email": "amy@acme.test"}),
+    ],
+)
+def test_webhook_fires_for_vendor_and_contact_changes(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    receiver: tuple[Receiver, str],
+    record_type: str,
+    body: dict[str, Any],
+    change: dict[str, Any],
+) -> None:
+    found, url = receiver
+    netsuite.add_webhook(url, "s3cret")
+
+    # Each change waits for its event: separate deliveries may arrive in any order.
+    record_id = create(ns_http, ns_auth, body, record_type)
+    created = events_received(found, 1)[-1]
+    ns_http.patch(f"{RECORD}/{record_type}/{record_id}", json=change, headers=ns_auth)
+    edited = events_received(found, 2)[-1]
+    ns_http.delete(f"{RECORD}/{record_type}/{record_id}", headers=ns_auth)
+    deleted = events_received(found, 3)[-1]
+
+    assert [created, edited, deleted] == [
+        (record_type, record_id, "create", "create"),
+        (record_type, record_id, "edit", "edit"),
+        (record_type, record_id, "delete", "delete"),
+    ]
+
+
+def test_webhook_fires_on_delete_and_custom_records_send_nothing(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    receiver: tuple[Receiver, str],
+) -> None:
+    found, url = receiver
+    record_id = create(ns_http, ns_auth, {"companyName": "Acme", "externalId": "CID9"})
+    netsuite.add_webhook(url, "s3cret")
+
+    ns_http.put(f"{RECORD}/customrecord_zuora_sub_event/eid:SUB-1", json={"name": "SUB-1"}, headers=ns_auth)
+    ns_http.delete(f"{RECORD}/customer/eid:CID9", headers=ns_auth)
+
+    assert events_received(found, 1) == [("customer", record_id, "delete", "delete")]
+    wait_for(lambda: netsuite.pending_deliveries == 0, what="every delivery finished")
+    assert len(netsuite.deliveries) == 1
 
 
 def test_webhook_failure_is_logged_once_without_retry(

@@ -415,6 +415,22 @@ def test_expire_refresh_tokens_hook_forces_reauthorization(
     assert refresh(ns_http, tokens["refresh_token"]).json()["error"] == "invalid_grant"
 
 
+def test_revoke_hook_ends_the_refresh_token_and_the_access_tokens_of_the_client(
+    ns_http: httpx2.Client, tokens: dict[str, Any]
+) -> None:
+    revoked = ns_http.post("/_emulator/revoke", json={"client_id": CODE_CLIENT_ID})
+
+    refused = refresh(ns_http, tokens["refresh_token"])
+    assert revoked.json()["revoked"]["refresh_tokens"] == 1
+    assert ns_http.get(f"{RECORD}/customer/1", headers=bearer(tokens["access_token"])).json() == (
+        UNAUTHORIZED_BODY
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    assert "revoked" in refused.json()["error_description"]
+    # A new consent gives working tokens again.
+    assert exchange(ns_http, get_code(ns_http)).status_code == 200
+
+
 def test_clients_hook_registers_an_auth_code_client(ns_http: httpx2.Client) -> None:
     body = {"client_id": CODE_CLIENT_ID, "client_secret": CODE_CLIENT_SECRET, "redirect_uri": REDIRECT_URI}
 

@@ -251,7 +251,7 @@ def test_row_cap_defaults_to_100000(
         ("SELECT t.id FROM transaction t JOIN transactionline tl ON tl.transaction > t.id", "JOIN needs ON"),
         ("SELECT t.id FROM transaction t LEFT JOIN transactionline tl ON tl.transaction = t.id", "JOIN"),
         ("SELECT id FROM transaction WHERE trandate >= '2024-05-01'", "TO_TIMESTAMP"),
-        ("SELECT BUILTIN.DF(status) FROM transaction", "BUILTIN.DF"),
+        ("SELECT NVL(status, 0) FROM transaction", "NVL"),
         ("SELECT id FROM transaction t JOIN salesorder s ON s.id = t.id", "salesorder"),
     ],
 )

@@ -189,6 +189,20 @@ def test_tba_blocked_integration_is_consumer_key_refused(
     assert response.headers["www-authenticate"] == www_authenticate("consumer_key_refused")
 
 
+def test_tba_revoked_token_is_token_rejected_until_registered_again(
+    netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_url: str, tba: TbaSigner
+) -> None:
+    revoked = ns_http.post("/_emulator/revoke", json={"token_id": tba.token_id})
+
+    response = signed_get(ns_http, f"{ns_url}{RECORD}/customer/1", tba)
+
+    assert revoked.json()["revoked"]["tba_tokens"] == 1
+    assert (response.status_code, response.json()) == (401, UNAUTHORIZED_BODY)
+    assert response.headers["www-authenticate"] == www_authenticate("token_rejected")
+    register_tba(netsuite, tba.clock)
+    assert signed_get(ns_http, f"{ns_url}{RECORD}/customer/1", tba).status_code == 404
+
+
 def test_tba_any_host_name_is_served_and_signed_as_sent(
     netsuite: NetSuiteEmulator, ns_http: httpx2.Client, ns_url: str, tba: TbaSigner
 ) -> None:

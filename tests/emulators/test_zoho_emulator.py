@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from connectors.zoho.emulator import ZohoEmulator
-from tests.emulators.conftest import ZOHO_REFRESH, ZOHO_SECRET, Clock, zoho_refresh_params
+from tests.emulators.conftest import ZOHO_CLIENT_ID, ZOHO_REFRESH, ZOHO_SECRET, Clock, zoho_refresh_params
 from tests.emulators.zoho_fixtures import write
 
 INVALID_TOKEN = {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token", "status": "error"}
@@ -114,6 +114,42 @@ def test_expire_tokens_hook(zoho_http: httpx2.Client, zoho_auth: dict[str, str])
     zoho_http.post("/_emulator/expire-tokens")
 
     assert zoho_http.get("/crm/v8/Accounts/1", headers=zoho_auth).json() == INVALID_TOKEN
+
+
+def test_revoke_hook_makes_the_refresh_token_invalid_code_and_ends_its_tokens(
+    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str]
+) -> None:
+    zoho.register_client(ZOHO_CLIENT_ID, ZOHO_SECRET, "1000.kept.refresh")
+    kept = zoho_http.post("/oauth/v2/token", data=zoho_refresh_params(refresh_token="1000.kept.refresh"))
+
+    revoked = zoho_http.post("/_emulator/revoke", json={"refresh_token": ZOHO_REFRESH})
+
+    cached = zoho_http.get("/crm/v8/Accounts/1", headers=zoho_auth)
+    renewed = zoho_http.post("/oauth/v2/token", data=zoho_refresh_params())
+    other = {"Authorization": f"Zoho-oauthtoken {kept.json()['access_token']}"}
+    assert revoked.json()["revoked"] == {"refresh_tokens": 1, "access_tokens": 1}
+    assert (cached.status_code, cached.json()) == (401, INVALID_TOKEN)
+    assert (renewed.status_code, renewed.json()) == (200, {"error": "invalid_code"})
+    assert zoho_http.get("/crm/v8/Accounts/1", headers=other).status_code == 204  # another token lives on
+
+
+def test_revoke_by_client_id_revokes_each_of_its_refresh_tokens(
+    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str]
+) -> None:
+    zoho.register_client(ZOHO_CLIENT_ID, ZOHO_SECRET, "1000.second.refresh")
+
+    counts = zoho.revoke(client_id=ZOHO_CLIENT_ID)
+
+    second = zoho_http.post("/oauth/v2/token", data=zoho_refresh_params(refresh_token="1000.second.refresh"))
+    assert counts == {"refresh_tokens": 2, "access_tokens": 1}
+    assert zoho_http.get("/crm/v8/Accounts/1", headers=zoho_auth).json() == INVALID_TOKEN
+    assert second.json() == {"error": "invalid_code"}
+    assert ZOHO_CLIENT_ID in zoho.clients  # the self client itself stays
+
+
+@pytest.mark.parametrize("body", [{"refresh_token": "1000.never.issued"}, {"client_id": "1000.NOBODY"}])
+def test_revoke_hook_refuses_unknown_targets(zoho_http: httpx2.Client, body: dict[str, str]) -> None:
+    assert zoho_http.post("/_emulator/revoke", json=body).status_code == 404
 
 
 # Records API ------------------------------------------------------------------------------------
@@ -282,13 +318,17 @@ def test_upsert_refuses_fields_that_are_not_duplicate_checks(
     assert (response.status_code, response.json()["code"]) == (400, "INVALID_DATA")
 
 
-@pytest.mark.parametrize("upsert", [False, True])
+@pytest.mark.parametrize("operation", ["insert", "upsert", "update"])
 def test_more_than_100_records_is_refused(
-    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str], upsert: bool
+    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str], operation: str
 ) -> None:
     records = [{"Account_Name": f"Company {n}"} for n in range(101)]
 
-    response = write(zoho_http, zoho_auth, "Accounts", records, upsert=upsert)
+    if operation == "update":  # PUT /{module}: each record names its id (notes §2b)
+        body = {"data": [{"id": str(5725767000000500000 + n), **r} for n, r in enumerate(records)]}
+        response = zoho_http.put("/crm/v8/Accounts", json=body, headers=zoho_auth)
+    else:
+        response = write(zoho_http, zoho_auth, "Accounts", records, upsert=operation == "upsert")
 
     # OAS example updateRecord/400-limitexceedederror: the refusal sits inside data[].
     assert response.status_code == 400

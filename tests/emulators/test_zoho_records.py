@@ -152,6 +152,35 @@ def test_update_refuses_bad_bodies(
     assert (response.status_code, response.json()["code"]) == (400, code)
 
 
+def test_single_record_put_rule_can_be_relaxed(
+    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str]
+) -> None:
+    # UNCONFIRMED rule (notes §2b): off, each record of the body updates the URL's record in turn.
+    zoho.single_record_put_takes_one = False
+    record_id = zoho.seed("Accounts", {"Account_Name": "Acme"})
+
+    response = put(zoho_http, zoho_auth, f"/crm/v8/Accounts/{record_id}", [{"Phone": "1"}, {"Fax": "2"}])
+
+    assert response.status_code == 200
+    assert [item["message"] for item in response.json()["data"]] == ["record updated"] * 2
+    [stored] = zoho.records("Accounts")
+    assert (stored["Phone"], stored["Fax"]) == ("1", "2")
+
+
+def test_ids_per_read_limit_is_configurable(
+    zoho: ZohoEmulator, zoho_http: httpx2.Client, zoho_auth: dict[str, str]
+) -> None:
+    ids = ",".join(str(n) for n in range(101))
+    default = zoho_http.get(f"/crm/v8/Accounts?ids={ids}&fields=Account_Name", headers=zoho_auth)
+    zoho.max_ids = 2  # UNCONFIRMED cap (notes §2d)
+
+    lowered = zoho_http.get("/crm/v8/Accounts?ids=1,2,3&fields=Account_Name", headers=zoho_auth)
+
+    assert (default.status_code, default.json()["details"]) == (400, {"param_name": "ids", "limit": 100})
+    assert (lowered.status_code, lowered.json()["code"]) == (400, "LIMIT_EXCEEDED")
+    assert lowered.json()["details"] == {"param_name": "ids", "limit": 2}
+
+
 # Insert and upsert field checks (notes §2a; OAS createRecords examples) ------------------------------
 
 

@@ -9,9 +9,16 @@ from typing import Any
 
 import httpx2
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from connectors.emulator_kit import EmulatorMiddleware, json_response
 from connectors.zuora.emulator import ZuoraEmulator
-from tests.emulators.conftest import ZUORA_CLIENT_ID, ZUORA_SECRET, Clock
+from connectors.zuora.emulator_routes import idempotent
+from tests.emulators.conftest import ZUORA_CLIENT_ID, ZUORA_SECRET, AppSwitch, Clock, plug
 from tests.support.live import wait_for
 
 AUTH_ERROR = {"success": False, "reasons": [{"code": 90000011, "message": "Authentication error"}]}
@@ -121,6 +128,34 @@ def test_expire_tokens_invalidates_issued_tokens(
     zuora.expire_tokens()
 
     assert zuora_http.get("/object-query/accounts", headers=zuora_auth).status_code == 401
+
+
+def test_revoke_hook_deletes_the_client_and_ends_its_tokens(
+    zuora: ZuoraEmulator, zuora_http: httpx2.Client, zuora_auth: dict[str, str]
+) -> None:
+    revoked = zuora_http.post("/_emulator/revoke", json={"client_id": ZUORA_CLIENT_ID})
+
+    cached = zuora_http.get("/object-query/accounts", headers=zuora_auth)
+    renewed = zuora_http.post("/oauth/token", data=token_form())
+    assert revoked.json()["revoked"] == {"clients": 1, "access_tokens": 1}
+    assert (cached.status_code, cached.json()) == (401, AUTH_ERROR)
+    assert (renewed.status_code, renewed.json()["error"]) == (401, "invalid_client")
+    zuora.register_client(ZUORA_CLIENT_ID, ZUORA_SECRET)  # a new OAuth client restores access
+    assert zuora_http.post("/oauth/token", data=token_form()).status_code == 200
+
+
+def test_revoke_without_a_client_id_deletes_every_client(
+    zuora: ZuoraEmulator, zuora_http: httpx2.Client, zuora_auth: dict[str, str]
+) -> None:
+    zuora.register_client("second", "second-secret")
+
+    assert zuora.revoke() == {"clients": 2, "access_tokens": 1}
+    assert zuora_http.get("/object-query/accounts", headers=zuora_auth).status_code == 401
+    assert zuora.clients == {}
+
+
+def test_revoke_hook_refuses_an_unknown_client(zuora_http: httpx2.Client) -> None:
+    assert zuora_http.post("/_emulator/revoke", json={"client_id": "stranger"}).status_code == 404
 
 
 # Accounts -------------------------------------------------------------------------------------
@@ -407,6 +442,30 @@ def test_zoql_errors(zuora_http: httpx2.Client, zuora_auth: dict[str, str], quer
     assert (response.status_code, response.json()["code"]) == (400, code)
 
 
+@pytest.mark.parametrize(
+    ("query", "category"),
+    [("select Nope from Account", 21), ("select Id from Order", 20)],  # unknown field, invalid value
+)
+def test_zoql_errors_can_answer_in_the_v1_envelope(
+    zuora: ZuoraEmulator, zuora_http: httpx2.Client, zuora_auth: dict[str, str], query: str, category: int
+) -> None:
+    # UNCONFIRMED shape (notes §8): the Actions {code, message} by default, the v1 envelope on request.
+    zuora.configure(zoql_error_format="v1", zoql_error_status=200)
+
+    response = zuora_http.post("/v1/action/query", json={"queryString": query}, headers=zuora_auth)
+    locator = zuora_http.post("/v1/action/queryMore", json={"queryLocator": "nope"}, headers=zuora_auth)
+
+    assert (response.status_code, response.json()["success"]) == (200, False)
+    assert response.json()["reasons"][0]["code"] % 100 == category
+    assert "ZOQL" in response.json()["reasons"][0]["message"]
+    assert (locator.status_code, locator.json()["reasons"][0]["code"] % 100) == (200, 20)
+
+
+def test_zoql_error_format_must_be_known(zuora: ZuoraEmulator) -> None:
+    with pytest.raises(ValueError, match="zoql_error_format"):
+        zuora.configure(zoql_error_format="xml")
+
+
 # Idempotency-Key -------------------------------------------------------------------------------
 
 
@@ -419,7 +478,54 @@ def test_idempotency_key_replays_the_first_result(
     second = zuora_http.post("/v1/accounts", json=account_body(), headers=headers)
 
     assert first.json() == second.json() and second.status_code == 200
+    assert second.headers["content-type"] == first.headers["content-type"] == "application/json"
     assert len(zuora.accounts()) == 1
+
+
+def test_idempotency_key_replays_the_original_status_and_headers(
+    zuora: ZuoraEmulator, zuora_http: httpx2.Client, zuora_auth: dict[str, str]
+) -> None:
+    zuora.configure(error_http_status=400)  # the refusal is then an HTTP error, not 200 + success:false
+    headers = {**zuora_auth, "Idempotency-Key": "job-6"}
+    body = account_body(currency="XXX")
+
+    first = zuora_http.post("/v1/accounts", json=body, headers=headers)
+    zuora.configure(error_http_status=200)
+    second = zuora_http.post("/v1/accounts", json=body, headers=headers)
+
+    assert (first.status_code, second.status_code) == (400, 400)
+    assert second.content == first.content and second.json()["success"] is False
+    assert second.headers["content-type"] == "application/json"
+    assert "ratelimit-remaining" in second.headers and "zuora-request-id" in second.headers
+
+
+def test_idempotency_key_applies_to_patch_and_not_to_put(
+    zuora: ZuoraEmulator, switch: tuple[AppSwitch, str], session_http: httpx2.Client
+) -> None:
+    # No Zuora operation emulated here takes PATCH (account update is PUT, notes §3), so a route of
+    # this test's own runs behind the emulator's idempotency layer and middleware.
+    calls: list[str] = []
+
+    async def change(request: Request) -> Response:
+        calls.append(request.method)
+        return json_response({"success": True, "call": len(calls)}, 201, {"Location": "/v1/things/T1"})
+
+    route = Route("/v1/things/{key}", idempotent(zuora, change), methods=["POST", "PATCH", "PUT"])
+    plug(switch, Starlette(routes=[route], middleware=[Middleware(EmulatorMiddleware, emulator=zuora)]))
+    patch = {"Idempotency-Key": "patch-1"}
+
+    first = session_http.patch("/v1/things/T1", json={"notes": "a"}, headers=patch)
+    replay = session_http.patch("/v1/things/T1", json={"notes": "a"}, headers=patch)
+    other_body = session_http.patch("/v1/things/T1", json={"notes": "b"}, headers=patch)
+    other_method = session_http.post("/v1/things/T1", json={"notes": "a"}, headers=patch)
+    puts = [session_http.put("/v1/things/T1", json={}, headers={"Idempotency-Key": "put-1"}) for _ in "ab"]
+
+    assert (first.status_code, replay.status_code) == (201, 201)
+    assert replay.json() == first.json() == {"success": True, "call": 1}
+    assert replay.headers["location"] == "/v1/things/T1"
+    assert (other_body.status_code, other_method.status_code) == (422, 422)
+    assert [r.json()["call"] for r in puts] == [2, 3]  # PUT ignores the key
+    assert calls == ["PATCH", "PUT", "PUT"]
 
 
 def test_idempotency_key_replays_failures_too(
@@ -534,6 +640,35 @@ def test_rate_limit_per_minute_answers_429_with_retry_after(
     assert zuora_http.get("/object-query/accounts", headers=zuora_auth).status_code == 200
 
 
+def test_rate_limited_body_is_configurable(
+    zuora: ZuoraEmulator, zuora_http: httpx2.Client, zuora_auth: dict[str, str]
+) -> None:
+    # UNCONFIRMED body (notes §7): a tenant setting swaps the v1 envelope for any JSON.
+    gateway = {"message": "API rate limit exceeded"}
+    zuora_http.post("/_emulator/settings", json={"rate_limited_body": gateway})
+    zuora.rate_limit_per_minute = 1
+    zuora_http.get("/object-query/accounts", headers=zuora_auth)
+
+    refused = zuora_http.get("/object-query/accounts", headers=zuora_auth)
+    zuora.faults.fail_next(429)
+    zuora.rate_limit_per_minute = 100
+    injected = zuora_http.get("/object-query/accounts", headers=zuora_auth)
+
+    assert (refused.status_code, refused.json()) == (429, gateway)
+    assert (injected.status_code, injected.json()) == (429, gateway)
+    assert int(refused.headers["retry-after"]) >= 1 and int(injected.headers["retry-after"]) >= 1
+
+
+def test_token_rate_limited_body_is_configurable(zuora: ZuoraEmulator, zuora_http: httpx2.Client) -> None:
+    zuora.configure(token_rate_limit_per_minute=1, token_rate_limited_body={"error": "too_many_requests"})
+    zuora_http.post("/oauth/token", data=token_form())
+
+    refused = zuora_http.post("/oauth/token", data=token_form())
+
+    assert (refused.status_code, refused.json()) == (429, {"error": "too_many_requests"})
+    assert int(refused.headers["retry-after"]) >= 1
+
+
 def _hold(base_url: Any, method: str, path: str, headers: dict[str, str], body: Any) -> httpx2.Response:
     """One call on a connection of its own, so several can be in flight at once."""
     with httpx2.Client(base_url=base_url, timeout=10.0) as client:
@@ -559,6 +694,7 @@ def test_concurrency_over_the_limit_gets_429(
 
     assert [f.result().status_code for f in held] == [200, 200]
     assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
     assert (refused.headers["concurrency-limit-limit"], refused.headers["concurrency-limit-remaining"]) == (
         "2",
         "0",
