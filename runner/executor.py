@@ -78,11 +78,12 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
     except Exception as exc:
         errors = [exc] * len(jobs)
     else:
+        prefetched = await _prefetch(flow, ctx, jobs, trails)
 
         async def prepare(index: int) -> Mapped | None:
             token = current_trail.set(trails[index])
             try:
-                return await _prepare(services, jobs[index], flow, records[index], ctx)
+                return await _prepare(services, jobs[index], flow, records[index], ctx, prefetched)
             except Exception as exc:
                 errors[index] = exc
                 return None
@@ -121,6 +122,36 @@ async def execute_batch(services: Services, jobs: list[Job], *, worker: str) -> 
         _finished(services, job, record, len(trail), quiet=True)
     _log_batch(jobs, records)
     return [record.outcome for record in records]
+
+
+async def _prefetch(
+    flow: Flow, ctx: FlowContext, jobs: list[Job], trails: list[list[Any]]
+) -> dict[str, dict[str, Any]]:
+    """The source records of the batch's ordinary sync jobs, read together when the flow can
+    (`fetch_many`, e.g. one SuiteQL query for fifty customers); {} otherwise. The bulk read's HTTP
+    attempts go into the trail of every record it was made for. Should it fail, nothing is lost: each
+    record is then fetched on its own, and fails or succeeds alone."""
+    fetch_many = getattr(flow, "fetch_many", None)
+    wanted = [i for i, job in enumerate(jobs) if job.kind != JobKind.REPLAY]
+    if fetch_many is None or not wanted:
+        return {}
+    bulk: list[Any] = []
+    token = current_trail.set(bulk)
+    try:
+        found: dict[str, dict[str, Any]] = await fetch_many(
+            ctx, [flow.source_id(jobs[i].payload) for i in wanted]
+        )
+    except Exception as exc:
+        log.info(
+            "%s: bulk read of %d records failed (%s); reading them one by one", flow.name, len(wanted), exc
+        )
+        found = {}
+    finally:
+        current_trail.reset(token)
+    if bulk:
+        for i in wanted:
+            trails[i].extend(bulk)
+    return found
 
 
 async def _each(run: Callable[[int], Awaitable[T]], count: int, *, lanes: int | None) -> list[T]:
@@ -233,8 +264,16 @@ async def _job_context(services: Services, job: Job, flow: Flow, *, worker: str)
     )
 
 
-async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord, ctx: FlowContext) -> Mapped:
-    """The payload to write for `job`: fetched and mapped, or taken from the audit record it replays."""
+async def _prepare(
+    services: Services,
+    job: Job,
+    flow: Flow,
+    record: AuditRecord,
+    ctx: FlowContext,
+    prefetched: dict[str, dict[str, Any]] | None = None,
+) -> Mapped:
+    """The payload to write for `job`: fetched (or taken from the batch's bulk read, `prefetched`) and
+    mapped, or taken from the audit record it replays."""
     source_id = flow.source_id(job.payload)
     record.source_id = source_id
     integration_id = ctx.integration.id or 0
@@ -252,9 +291,15 @@ async def _prepare(services: Services, job: Job, flow: Flow, record: AuditRecord
             flows_back=flows_back_fields(spec),
         )
     else:
+        snapshot: dict[str, Any] | None = None
         if replayed is not None and not job.payload.get("refetch"):
-            snapshot = dict(replayed.source_snapshot or {})  # remap: never re-fetch unless asked
-        else:
+            snapshot = dict(replayed.source_snapshot or {})  # remap: never re-fetch unless asked …
+            serves = getattr(flow, "snapshot_serves", None)
+            if serves is not None and not serves(ctx, snapshot):
+                snapshot = None  # … unless the snapshot lacks fields the current mapping reads
+        elif prefetched:
+            snapshot = prefetched.get(source_id)
+        if snapshot is None:
             snapshot = await flow.fetch(ctx, source_id)
         record.source_snapshot = snapshot
         record.mapping_version = ctx.mapping_version

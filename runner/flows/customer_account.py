@@ -23,7 +23,7 @@ from anyio import to_thread
 from connectors.errors import RemoteError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.zuora.client import ZuoraClient
-from runner.flows import FlowContext, Postpone, WriteResult
+from runner.flows import FlowContext, Postpone, WriteResult, suiteql_read
 from runner.mapping import Mapped
 from runner.services import current_trail
 from storage import links
@@ -72,6 +72,14 @@ class CustomerToAccount:
     async def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any]:
         netsuite = cast(NetSuiteClient, ctx.source)
         return await netsuite.get_record("customer", source_id)
+
+    async def fetch_many(self, ctx: FlowContext, source_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """A batch's customers in one SuiteQL query, when the mapping reads only fields it gives."""
+        spec = ctx.mapping or self.default_mapping
+        return await suiteql_read.fetch_many(cast(NetSuiteClient, ctx.source), "customer", spec, source_ids)
+
+    def snapshot_serves(self, ctx: FlowContext, snapshot: dict[str, Any]) -> bool:
+        return suiteql_read.serves(ctx.mapping or self.default_mapping, "customer", snapshot)
 
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult:
         return await self._write_one(ctx, source_id, mapped, ctx.worker)

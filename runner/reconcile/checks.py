@@ -38,6 +38,7 @@ from connectors.zoho.client import ZohoClient
 from connectors.zuora.client import ZuoraClient
 from runner.flows import Flow, FlowContext, netsuite_table
 from runner.flows.invoice import NETSUITE_ID_FIELD
+from runner.flows.suiteql_read import sources
 from runner.mapping import MappingError, apply
 from runner.reconcile import readers
 from runner.reconcile.compare import amount, differences, flatten, normal
@@ -98,17 +99,12 @@ def compared_rules(spec: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _sources(rule: dict[str, Any]) -> list[str]:
-    source = rule.get("source")
-    return [] if source is None else [source] if isinstance(source, str) else list(source)
-
-
 def needs_fetch(spec: dict[str, Any]) -> bool:
     """Whether a compared field reads more than a top-level NetSuite field (or a reference's id)."""
     for rule in compared_rules(spec):
         if "each" in rule:
             return True
-        for path in _sources(rule):
+        for path in sources(rule):
             rest = path.partition(".")[2]
             if path.startswith("$.") or (rest and rest != "id"):
                 return True
@@ -118,7 +114,7 @@ def needs_fetch(spec: dict[str, Any]) -> bool:
 def suiteql_columns(spec: dict[str, Any]) -> list[str]:
     """The SuiteQL columns the compared rules read (SuiteQL names are the fields' lower-cased names)."""
     return sorted(
-        {path.split(".")[0].lower() for rule in compared_rules(spec) for path in _sources(rule)} - {"id"}
+        {path.split(".")[0].lower() for rule in compared_rules(spec) for path in sources(rule)} - {"id"}
     )
 
 
@@ -127,7 +123,7 @@ def record_from_row(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]
     become booleans, a reference column becomes {"id": value}."""
     record: dict[str, Any] = {"id": row.get("id")}
     for rule in compared_rules(spec):
-        for path in _sources(rule):
+        for path in sources(rule):
             head, _, rest = path.partition(".")
             value = row.get(head.lower())
             if value in ("T", "F"):
