@@ -293,10 +293,16 @@ async def _prepare(
     else:
         snapshot: dict[str, Any] | None = None
         if replayed is not None and not job.payload.get("refetch"):
-            snapshot = dict(replayed.source_snapshot or {})  # remap: never re-fetch unless asked …
-            serves = getattr(flow, "snapshot_serves", None)
-            if serves is not None and not serves(ctx, snapshot):
-                snapshot = None  # … unless the snapshot lacks fields the current mapping reads
+            snapshot = dict(replayed.source_snapshot or {})  # remap: never re-fetch unless asked
+            lacks = getattr(flow, "snapshot_lacks", None)
+            missing = lacks(ctx, snapshot) if lacks is not None else []
+            if missing:
+                raise MappingError(
+                    "source_snapshot",
+                    f"the stored snapshot was read in bulk with only the fields mapping version "
+                    f"{replayed.mapping_version} needed; the current mapping also reads {', '.join(missing)}: "
+                    "replay with 'Re-read each source record first' to read the whole record",
+                )
         elif prefetched:
             snapshot = prefetched.get(source_id)
         if snapshot is None:

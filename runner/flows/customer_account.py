@@ -78,8 +78,8 @@ class CustomerToAccount:
         spec = ctx.mapping or self.default_mapping
         return await suiteql_read.fetch_many(cast(NetSuiteClient, ctx.source), "customer", spec, source_ids)
 
-    def snapshot_serves(self, ctx: FlowContext, snapshot: dict[str, Any]) -> bool:
-        return suiteql_read.serves(ctx.mapping or self.default_mapping, "customer", snapshot)
+    def snapshot_lacks(self, ctx: FlowContext, snapshot: dict[str, Any]) -> list[str]:
+        return suiteql_read.unread(ctx.mapping or self.default_mapping, "customer", snapshot)
 
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult:
         return await self._write_one(ctx, source_id, mapped, ctx.worker)

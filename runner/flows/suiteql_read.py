@@ -13,8 +13,9 @@ value"). A mapping that reads anything else (a number, a date, a custom field, a
 gets the per-record GET, as before.
 
 The record built from a row carries only the fields the mapping reads, and says so: `SNAPSHOT_KEY` lists
-the columns selected, so a later replay that re-maps this snapshot with a mapping reading more fetches
-the record again instead of mapping what was never read (`serves`).
+the columns selected, so a later replay that re-maps this snapshot with a mapping reading more is refused
+with what is missing (`unread`) instead of mapping what was never read: design.md invariant 4 keeps a
+replay from re-reading the source unless the person asks for it.
 """
 
 from __future__ import annotations
@@ -136,14 +137,17 @@ def plan(spec: dict[str, Any], record_type: str) -> Plan | None:
     return Plan(record_type, tuple(sorted(reads)))
 
 
-def serves(spec: dict[str, Any], record_type: str, snapshot: dict[str, Any]) -> bool:
-    """Whether `snapshot` holds every field `spec` reads: always for a record-API snapshot; for one built
-    from SuiteQL, when the columns it read cover the ones `spec` needs."""
+def unread(spec: dict[str, Any], record_type: str, snapshot: dict[str, Any]) -> list[str]:
+    """What `spec` reads that `snapshot` never held: nothing for a record-API snapshot; for one built from
+    SuiteQL, the columns `spec` needs beyond those it read (or every path SuiteQL cannot give)."""
     read = snapshot.get(SNAPSHOT_KEY)
     if read is None:
-        return True
+        return []
     wanted = plan(spec, record_type)
-    return wanted is not None and set(wanted.columns) <= set(read)
+    if wanted is None:
+        every = [path for rule in spec.get("fields") or [] for path in sources(rule)]
+        return sorted({path for path in every if plan({"fields": [{"source": path}]}, record_type) is None})
+    return sorted(set(wanted.columns) - set(read))
 
 
 def sources(rule: dict[str, Any]) -> list[str]:

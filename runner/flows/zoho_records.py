@@ -143,8 +143,8 @@ class NetSuiteToZoho:
         netsuite = cast(NetSuiteClient, ctx.source)
         return await suiteql_read.fetch_many(netsuite, self.source_record, spec, source_ids)
 
-    def snapshot_serves(self, ctx: FlowContext, snapshot: dict[str, Any]) -> bool:
-        return suiteql_read.serves(ctx.mapping or self.default_mapping, self.source_record, snapshot)
+    def snapshot_lacks(self, ctx: FlowContext, snapshot: dict[str, Any]) -> list[str]:
+        return suiteql_read.unread(ctx.mapping or self.default_mapping, self.source_record, snapshot)
 
     async def write(self, ctx: FlowContext, source_id: str, mapped: Mapped) -> WriteResult:
         [result] = await self.write_batch(ctx, [(source_id, mapped)])

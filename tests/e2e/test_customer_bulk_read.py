@@ -114,7 +114,7 @@ def test_a_mapping_reading_a_field_suiteql_cannot_give_as_is_reads_each_customer
     assert sorted(r.payload["creditLimit__c"] for r in records if r.payload) == [1000 + n for n in range(10)]
 
 
-def test_a_remap_replay_of_a_bulk_snapshot_fetches_again_only_when_the_mapping_reads_more(
+def test_a_remap_replay_of_a_bulk_snapshot_is_refused_when_the_mapping_reads_more_unless_re_read(
     stack: Stack, engine: Engine
 ) -> None:
     ids = seed(stack, 6)
@@ -125,21 +125,27 @@ def test_a_remap_replay_of_a_bulk_snapshot_fetches_again_only_when_the_mapping_r
     stack.netsuite.requests.clear()
     same = replay_and_wait(engine, bulk.id)
     assert customer_calls(stack) == (0, 0)  # the snapshot holds every field the mapping reads
-    assert same.payload == bulk.payload
+    assert same.outcome == Outcome.SUCCEEDED and same.payload == bulk.payload
 
     spec: dict[str, Any] = copy.deepcopy(DEFAULT_MAPPING)
     spec["fields"].append({"target": "billToContact.fax", "source": "fax", "default": "none"})
     crud.save_mapping(engine, integration_id=stack.integration_id, flow=FLOW, spec=spec, created_by="test")
-    more = replay_and_wait(engine, bulk.id)
-    assert customer_calls(stack) == (1, 0)  # fax was never read: the record is fetched again
-    assert more.source_snapshot is not None and suiteql_read.SNAPSHOT_KEY not in more.source_snapshot
+    refused = replay_and_wait(engine, bulk.id)
+    assert customer_calls(stack) == (0, 0)  # never re-read unless asked (design.md invariant 4)
+    assert refused.outcome == Outcome.FAILED and refused.error_class == "config"
+    assert "fax" in (refused.error_message or "") and "Re-read" in (refused.error_message or "")
+
+    re_read = replay_and_wait(engine, bulk.id, refetch=True)
+    assert customer_calls(stack) == (1, 0)  # asked: the whole record is read again
+    assert re_read.outcome == Outcome.SUCCEEDED
+    assert re_read.source_snapshot is not None and suiteql_read.SNAPSHOT_KEY not in re_read.source_snapshot
 
 
-def replay_and_wait(engine: Engine, audit_record_id: int) -> AuditRecord:
-    job_id = replay_one(engine, audit_record_id, mode=ReplayMode.REMAP)
+def replay_and_wait(engine: Engine, audit_record_id: int, *, refetch: bool = False) -> AuditRecord:
+    job_id = replay_one(engine, audit_record_id, mode=ReplayMode.REMAP, refetch=refetch)
 
     def replayed() -> AuditRecord | None:
         found = audit.list_records(engine, filters=audit.AuditFilter(flow=FLOW), limit=200)
-        return next((r for r in found if r.job_id == job_id and r.outcome == Outcome.SUCCEEDED), None)
+        return next((r for r in found if r.job_id == job_id and r.outcome != Outcome.RETRYING), None)
 
     return wait_for(replayed, timeout=30, interval=0.1, what="the replay's audit record")

@@ -90,17 +90,17 @@ def test_record_turns_booleans_and_reference_ids_back_into_record_api_values() -
     assert record["subsidiary"] == {"id": "1"}
 
 
-def test_serves_a_record_api_snapshot_always_and_a_suiteql_one_only_for_the_columns_it_read() -> None:
+def test_unread_is_nothing_for_a_record_api_snapshot_and_the_missing_columns_for_a_suiteql_one() -> None:
     plan = suiteql_read.plan(DEFAULT_MAPPING, "customer")
     assert plan is not None
     partial = plan.record({"id": "12", "companyname": "Acme Ltd"})
     reads_more = {"fields": [*DEFAULT_MAPPING["fields"], {"target": "fax", "source": "fax"}]}
     needs_rest = {"fields": [*DEFAULT_MAPPING["fields"], {"target": "x", "source": "creditLimit"}]}
 
-    assert suiteql_read.serves(reads_more, "customer", {"id": "12", "companyName": "Acme Ltd"})
-    assert suiteql_read.serves(DEFAULT_MAPPING, "customer", partial)
-    assert not suiteql_read.serves(reads_more, "customer", partial)
-    assert not suiteql_read.serves(needs_rest, "customer", partial)
+    assert suiteql_read.unread(reads_more, "customer", {"id": "12", "companyName": "Acme Ltd"}) == []
+    assert suiteql_read.unread(DEFAULT_MAPPING, "customer", partial) == []
+    assert suiteql_read.unread(reads_more, "customer", partial) == ["fax"]
+    assert suiteql_read.unread(needs_rest, "customer", partial) == ["creditLimit"]
 
 
 def test_query_takes_internal_ids_only_and_at_most_a_thousand() -> None:
