@@ -2,6 +2,7 @@
 
     ConnectorError                 anything a connector raises; carries the evidence
     ├── ConfigurationError         fix the credentials or settings; retrying will not help
+    │   └── CredentialsRevoked     credentials that worked were refused after a 401: re-enter them
     ├── TransientError             try again later (429, 5xx, timeouts, network)
     │   ├── Deferred               wait longer than a request should (a token cool-down, a token budget):
     │   │                          not retried in-process; the job is requeued for `retry_after`
@@ -10,8 +11,10 @@
     └── RemoteError                the remote system rejected this record; fix the data or mapping
 
 Every error carries the system, method, URL (query strings stripped, so no secret travels), status,
-an excerpt of the remote body and the Retry-After the system asked for. The text of an error never
-contains a credential: excerpts of token responses are never taken.
+an excerpt of the remote body and the Retry-After the system asked for. A status of None with a method
+and URL means the request was never answered: refused before sending (an oversized batch, a host outside
+the system's list) or unreachable. The text of an error never contains a credential: excerpts of token
+responses are never taken, only the error code they name.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class ConfigurationError(ConnectorError):
     """Credentials, permissions, region or base URL are wrong: a person has to fix the connection."""
 
     reaction = "config"
+
+
+class CredentialsRevoked(ConfigurationError):
+    """An access token was refused (401) and the credentials that minted it are now refused too: someone
+    revoked or changed them in the remote system, and only a person re-entering them helps."""
 
 
 class TransientError(ConnectorError):

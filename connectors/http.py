@@ -1,13 +1,18 @@
 """The request machinery every client shares: auth header, one refresh on 401, retries, audit hook.
 
-A client subclasses `ApiClient`, names its `system`, and overrides `auth_header()` and, where the system
-has quirks, `classify()`. `request()` then:
+A client subclasses `ApiClient`, names its `system` and `spec`, and overrides `auth_header()` and, where
+the system has quirks, `status_reactions` (a status that means something else there) and `classify()`
+(an answer whose body decides, e.g. Zuora's HTTP 200 with `success:false`). `request()` then:
 
 1. takes a token from the client's `TokenSource`, sends the request, reports the `Attempt` to the hook;
-2. on 401, asks for a fresh token once and resends;
+2. on 401, asks for a fresh token once and resends (credentials refused at that point were revoked);
 3. turns the response into an exception by the status table (`STATUS_REACTIONS`, overridable per
    system), and retries `TransientError` with exponential backoff and full jitter, honouring the wait
-   the system asked for, at most `RetryPolicy.max_tries` tries in all.
+   the system asked for in the headers its spec declares, at most `RetryPolicy.max_tries` tries in all.
+
+A client built by connectors.registry sends nothing outside its system's hosts (loopback emulators in
+sandbox mode): every URL, absolute ones a system hands back (Zuora's nextPage, Zoho's api_domain)
+included, is checked before it is sent.
 """
 
 from __future__ import annotations
@@ -19,22 +24,24 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx2
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from connectors.auth import MemoryTokens, TokenFetcher, TokenGrant, TokenSource
+from connectors.auth import MemoryTokens, TokenFetcher, TokenGrant, TokenSource, minutes, refresh_reason
 from connectors.errors import (
     AmbiguousLogin,
     ConfigurationError,
     ConnectorError,
+    CredentialsRevoked,
     Deferred,
     RemoteError,
     TransientError,
     strip_query,
 )
-from connectors.spec import SystemSpec
+from connectors.spec import RateLimitHeaders, SystemSpec
 
 RESPONSE_EXCERPT = 1000  # characters of a response body kept on an attempt
 DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)  # seconds
@@ -103,19 +110,58 @@ def reaction_for(status: int, table: Mapping[int, type[ConnectorError]]) -> type
     return TransientError if status >= 500 else RemoteError
 
 
-def parse_retry_after(headers: httpx2.Headers, status: int) -> float | None:
-    """Seconds the system asked us to wait: Retry-After (seconds form) on any answer, and the
-    rate-limit window's reset (RateLimit-Reset) only on a 429, since Zuora sends it on every response."""
-    names = ["retry-after"] + (["ratelimit-reset", "x-ratelimit-reset"] if status == 429 else [])
+# The headers read when a client declares none: Retry-After anywhere, the common reset headers on a 429.
+DEFAULT_RATE_LIMIT = RateLimitHeaders(reset=("RateLimit-Reset", "X-RateLimit-Reset"))
+EPOCH_FLOOR = 1e9  # seconds: a "reset" this large is an epoch time (2001 on), not a number of seconds
+
+
+def parse_retry_after(
+    headers: httpx2.Headers, status: int, declared: RateLimitHeaders | None = None
+) -> float | None:
+    """Seconds the system asked us to wait, from the headers its spec declares: `retry_after` (seconds or
+    an HTTP date) on any answer, and the rate-limit window's `reset` only on a 429, since Zuora sends
+    RateLimit-Reset on every response. The first header present and readable wins."""
+    declared = declared or DEFAULT_RATE_LIMIT
+    names = [*declared.retry_after, *(declared.reset if status == 429 else ())]
     for name in names:
         raw = headers.get(name)
         if raw is None:
             continue
-        try:
-            return max(0.0, float(raw.split(",")[0].strip()))
-        except ValueError:
-            continue
+        seconds = _seconds(raw, date_allowed=name in declared.retry_after)
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _seconds(raw: str, *, date_allowed: bool) -> float | None:
+    """A wait in seconds from a header value: delta-seconds (the first of a list), an epoch time, or,
+    for Retry-After, an HTTP date."""
+    try:
+        value = float(raw.split(",")[0].strip())
+    except ValueError:
+        if not date_allowed:
+            return None
+        try:
+            when = parsedate_to_datetime(raw.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    if value >= EPOCH_FLOOR:
+        # Some systems name the reset as an epoch time (Zoho's is UNCONFIRMED either way).
+        value -= time.time()
+    return max(0.0, value)
+
+
+def rate_limit_note(headers: httpx2.Headers, declared: RateLimitHeaders) -> str:
+    """What a 429's headers say about the window ("0 of 2500 calls left"), or "" when they say nothing."""
+    remaining = next((headers[n] for n in declared.remaining if n in headers), None)
+    limit = next((headers[n] for n in declared.limit if n in headers), None)
+    if remaining is None:
+        return ""
+    of = f" of {limit.split(',')[0].strip()}" if limit else ""
+    return f"{remaining.strip()}{of} calls left in the rate-limit window"
 
 
 class ApiClient:
@@ -123,6 +169,8 @@ class ApiClient:
 
     system: ClassVar[str] = ""
     status_reactions: ClassVar[Mapping[int, type[ConnectorError]]] = STATUS_REACTIONS
+    # The system's declared data (hosts, rate-limit headers); each client names its own.
+    spec: SystemSpec | None = None
 
     def __init__(
         self,
@@ -144,10 +192,12 @@ class ApiClient:
         # many at a time instead of queueing the rest on the semaphore.
         self.max_concurrency = max_concurrency or None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        # Set by connectors.registry.build_client: the system's declared hosts, and whether loopback
-        # emulators are allowed. Hosts a system names at run time (Zoho's api_domain) are checked too.
-        self.spec: SystemSpec | None = None
+        # Set by `restrict_hosts` (connectors.registry.build_client does it): every URL sent must be on
+        # one of the system's declared hosts, or on loopback in sandbox mode. Origins already checked are
+        # remembered, so the check costs a set lookup per request.
         self.sandbox = False
+        self.hosts_restricted = False
+        self._allowed_origins: set[str] = set()
         self._templates: dict[tuple[str, tuple[tuple[str, type, Any], ...] | None], Any] = {}
 
     # --- hooks a system overrides -------------------------------------------------------------
@@ -163,7 +213,11 @@ class ApiClient:
         kind = reaction_for(response.status_code, self.status_reactions)
         if kind is None:
             return None
-        return self.error(kind, self.describe_error(response), response)
+        message = self.describe_error(response)
+        if response.status_code == 429:
+            note = rate_limit_note(response.headers, self.rate_limit_headers)
+            message = f"{message} ({note})" if note else message
+        return self.error(kind, message, response)
 
     def describe_error(self, response: httpx2.Response) -> str:
         """A one-line explanation from the system's error body."""
@@ -175,11 +229,43 @@ class ApiClient:
 
     def explain(self, error: ConnectorError) -> str:
         """What a person should do about `error`, in plain words."""
-        return error.message
+        return wait_hint(error) or error.message
 
     # --- shared machinery ---------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        return self.spec.title if self.spec is not None else self.system
+
+    @property
+    def rate_limit_headers(self) -> RateLimitHeaders:
+        return self.spec.rate_limit if self.spec is not None else DEFAULT_RATE_LIMIT
+
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}{path}"
+
+    def restrict_hosts(self, *, sandbox: bool) -> None:
+        """From now on send only to the system's declared hosts (and loopback when `sandbox`); the base
+        URL is checked at once. ConfigurationError names the problem."""
+        if self.spec is None:
+            raise TypeError(f"{type(self).__name__} declares no spec: it has no hosts to keep to")
+        self.sandbox = sandbox
+        self.hosts_restricted = True
+        self._allowed_origins.clear()
+        self.check_url("GET", self.base_url)
+
+    def check_url(self, method: str, url: str) -> None:
+        """Refuse `url` when it is outside the system's hosts (a no-op until `restrict_hosts`)."""
+        if not self.hosts_restricted or self.spec is None:
+            return
+        origin = _origin(url)
+        if origin in self._allowed_origins:
+            return
+        safe = strip_query(url)  # the refusal's message quotes the URL: never its query
+        try:
+            self.spec.check_host(safe, sandbox=self.sandbox)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.message, system=self.system, method=method, url=safe) from None
+        self._allowed_origins.add(origin)
 
     def error(self, kind: type[ConnectorError], message: str, response: httpx2.Response) -> ConnectorError:
         return kind(
@@ -189,7 +275,53 @@ class ApiClient:
             url=strip_query(str(response.request.url)),
             status=response.status_code,
             excerpt=response.text[:RESPONSE_EXCERPT],
-            retry_after=parse_retry_after(response.headers, response.status_code),
+            retry_after=parse_retry_after(response.headers, response.status_code, self.rate_limit_headers),
+        )
+
+    def refusal(
+        self,
+        kind: type[ConnectorError],
+        message: str,
+        *,
+        method: str,
+        path: str,
+        response: httpx2.Response | None = None,
+        excerpt: str | None = None,
+    ) -> ConnectorError:
+        """An error the client itself raises (a batch too large to send, a paginator that would loop, a
+        record the system refused inside a success): the evidence of `response` when there was one,
+        else the method and URL it would have gone to, with no status (nothing was answered)."""
+        if response is not None:
+            error = self.error(kind, message, response)
+            if excerpt is not None:
+                error.excerpt = excerpt
+            return error
+        return kind(
+            message, system=self.system, method=method, url=strip_query(self.url(path)), excerpt=excerpt
+        )
+
+    def token_unavailable(self, response: httpx2.Response, message: str) -> TransientError | None:
+        """A token endpoint's answer as a transient failure when the shared status table says so (429,
+        5xx, ...), else None. The shared table, not the system's overrides: those describe API answers
+        (NetSuite's 401 on an API call is ambiguous; on its token endpoint it is a plain refusal)."""
+        if reaction_for(response.status_code, STATUS_REACTIONS) is TransientError:
+            error = self.error(TransientError, message, response)
+            assert isinstance(error, TransientError)
+            return error
+        return None
+
+    def revoked(self, refused: ConfigurationError) -> CredentialsRevoked:
+        """The error for credentials refused right after a token they minted got a 401."""
+        return CredentialsRevoked(
+            f"{self.title} refused a token these credentials minted, and now refuses the credentials "
+            f"themselves: they were revoked or changed in {self.title}. Re-enter them on the connection "
+            f"({refused.message})",
+            system=self.system,
+            method=refused.method,
+            url=refused.url,
+            status=refused.status,
+            excerpt=refused.excerpt,
+            retry_after=refused.retry_after,
         )
 
     def report(self, attempt: Attempt) -> None:
@@ -255,9 +387,15 @@ class ApiClient:
         response = await self.send(method, path, auth=auth, **kwargs)
         if response.status_code == 401:
             reason = f"401 from {method} {strip_query(self.url(path))}"
-            auth, credential = await self.credentials(
-                method, path, kwargs.get("params"), stale=credential, reason=reason
-            )
+            try:
+                auth, credential = await self.credentials(
+                    method, path, kwargs.get("params"), stale=credential, reason=reason
+                )
+            except CredentialsRevoked:
+                raise
+            except ConfigurationError as exc:
+                # A token these credentials minted was refused, and now the credentials are too.
+                raise self.revoked(exc) from exc
             response = await self.send(method, path, auth=auth, **kwargs)
         problem = self.classify(response)
         if problem is not None:
@@ -297,6 +435,11 @@ class ApiClient:
         of the attempt (token endpoints answer with secrets).
         """
         url = self.url(path)
+        try:
+            self.check_url(method, url)
+        except ConfigurationError as exc:
+            self.report(Attempt(self.system, method, exc.url, None, 0.0, error=exc.message))
+            raise
         all_headers = dict(headers or {})
         all_headers.update(auth or {})
         target: str | httpx2.URL = url
@@ -317,7 +460,7 @@ class ApiClient:
             self.report(Attempt(self.system, method, strip_query(url), None, elapsed, error=message))
             raise TransientError(message, system=self.system, method=method, url=strip_query(url)) from exc
         elapsed = (time.perf_counter() - started) * 1000
-        excerpt = _excerpt(response) if record_body else "(withheld: token response)"
+        excerpt = _excerpt(response) if record_body else _withheld()
         self.report(
             Attempt(
                 self.system, method, strip_query(url), response.status_code, elapsed, response_excerpt=excerpt
@@ -376,6 +519,26 @@ class ApiClient:
 
 
 _MISSING = object()
+
+
+def _origin(url: str) -> str:
+    """`scheme://authority` of an absolute URL, without parsing it (the cache key of checked hosts)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0].split('#', 1)[0].lower()}"
+
+
+def _withheld() -> str:
+    """What a token call's attempt keeps of the answer: nothing of it (it holds secrets), and why the
+    token was requested when a token source said so, so the audit trail has a reason for every refresh."""
+    reason = refresh_reason()
+    return "(withheld: token response)" + (f" refresh reason: {reason}" if reason else "")
+
+
+def wait_hint(error: ConnectorError) -> str | None:
+    """The message for a request held back on our side (a token budget or a cool-down): how long to wait."""
+    if isinstance(error, Deferred) and error.retry_after is not None:
+        return f"{error.message.rstrip('.')}. Wait {minutes(error.retry_after)} and try again."
+    return None
 
 
 def _excerpt(response: httpx2.Response) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from connectors.errors import ConnectorError, TransientError
+from connectors.errors import ConnectorError, Deferred, TransientError
 from connectors.http import ApiClient
 
 
@@ -25,8 +25,9 @@ class PingResult:
 
 
 def unreachable_hint(error: ConnectorError) -> str | None:
-    """The message for a host we could not reach at all, shared by every system."""
-    if isinstance(error, TransientError) and error.status is None:
+    """The message for a host we could not reach at all, shared by every system. A request we held back
+    ourselves (Deferred: a token budget, a cool-down) reached nothing either, but was never sent."""
+    if isinstance(error, TransientError) and not isinstance(error, Deferred) and error.status is None:
         host = error.url.split("/")[2] if error.url.count("/") >= 2 else error.url
         return (
             f"Could not reach {host or 'the server'}. Check the account id, region or data centre (they decide "

@@ -28,6 +28,9 @@ class SystemEntry:
     arguments: dict[str, str]
     # (token refreshes, window in seconds) a connection may make; None = no budget needed
     refresh_budget: tuple[int, float] | None = None
+    # (token requests, window in seconds) the app's own calls (pings, channel set-up) may make per
+    # credential, on top of `refresh_budget`; None = no budget needed
+    app_refresh_budget: tuple[int, float] | None = None
 
 
 SYSTEMS: dict[str, SystemEntry] = {
@@ -56,11 +59,15 @@ SYSTEMS: dict[str, SystemEntry] = {
         ZOHO,
         ZohoClient,
         {"client_id": "client_id", "client_secret": "client_secret", "refresh_token": "refresh_token"},
-        # Zoho allows 10 access tokens per refresh token per 10 minutes (shared/api/zoho.md §1a); keep
-        # half of that for people minting tokens by hand with the same refresh token.
+        # Zoho allows 10 access tokens per refresh token per 10 minutes (shared/api/zoho.md §1a). The
+        # runner's processes share 5 (counted in the database), the app's pings 4 (counted in its
+        # process): together 9, so our own requests never lock the refresh token out, with one to spare.
         refresh_budget=(5, 600.0),
+        app_refresh_budget=(4, 600.0),
     ),
 }
+
+ZOHO_TOKEN_LIMIT = (10, 600.0)  # access tokens per refresh token, per seconds (shared/api/zoho.md §1a)
 
 
 def build_client(
@@ -72,14 +79,18 @@ def build_client(
     sandbox: bool,
     **kwargs: Any,
 ) -> ApiClient:
-    """A client for `system` from a connection's fields; refuses hosts outside the system's list."""
+    """A client for `system` from a connection's fields, sending only to the system's hosts (loopback
+    emulators too in sandbox mode): ConfigurationError for a base URL elsewhere. Its concurrency cap is
+    the connection's `max_concurrency` setting unless the caller names one."""
     entry = SYSTEMS[system]
     entry.spec.check_host(base_url, sandbox=sandbox)
     values = {**settings, **secrets}
     arguments = {arg: values.get(name, "") for name, arg in entry.arguments.items()}
+    if kwargs.get("max_concurrency") is None and settings.get("max_concurrency"):
+        kwargs["max_concurrency"] = int(settings["max_concurrency"])
     client = entry.client(base_url=base_url, **arguments, **kwargs)
     client.spec = entry.spec
-    client.sandbox = sandbox
+    client.restrict_hosts(sandbox=sandbox)
     return client
 
 

@@ -1,7 +1,8 @@
-"""How each system is declared as data: credential fields, environments and allowed hosts.
+"""How each system is declared as data: credential fields, environments, allowed hosts, rate-limit headers.
 
-The credentials page renders its form from `SystemSpec.fields`; the clients refuse base URLs outside
-`SystemSpec.hosts` unless sandbox mode lets them reach emulators on loopback.
+The credentials page renders its form from `SystemSpec.fields`; the clients refuse URLs outside
+`SystemSpec.hosts` unless sandbox mode lets them reach emulators on loopback; and they read how long to
+wait from the headers `SystemSpec.rate_limit` names.
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ class CredentialField:
 
 
 @dataclass(frozen=True)
+class RateLimitHeaders:
+    """The response headers in which a system says how long to wait (names are case-insensitive).
+
+    `retry_after` is honoured on any answer (seconds, or an HTTP date: RFC 9110 §10.2.3). `reset`, the
+    seconds until the rate-limit window resets, is honoured on a 429 only: a system that sends it on every
+    answer (Zuora) is not asking us to wait each time. `remaining` and `limit` are evidence, shown in the
+    error of a 429; nothing waits on them.
+    """
+
+    retry_after: tuple[str, ...] = ("Retry-After",)
+    reset: tuple[str, ...] = ()
+    remaining: tuple[str, ...] = ()
+    limit: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SystemSpec:
     """Everything about a system that is data rather than code."""
 
@@ -51,6 +68,7 @@ class SystemSpec:
     hosts: tuple[str, ...]  # shell-style patterns for the hosts we may call
     environments: dict[str, str] = field(default_factory=dict)  # name → REST base URL
     default_mode: str | None = None  # for systems with several authentication modes
+    rate_limit: RateLimitHeaders = field(default_factory=RateLimitHeaders)
 
     def fields_for(self, mode: str | None) -> tuple[CredentialField, ...]:
         """The fields a connection using authentication `mode` needs (all of them for a single-mode system)."""
@@ -66,7 +84,7 @@ class SystemSpec:
         return problems
 
     def check_host(self, url: str, *, sandbox: bool) -> None:
-        """Refuse a base URL outside this system's hosts (loopback allowed in sandbox mode)."""
+        """Refuse a URL outside this system's hosts (loopback allowed in sandbox mode)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if sandbox and _is_loopback(host):

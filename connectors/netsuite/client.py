@@ -6,16 +6,23 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx2
 import jwt
 from oauthlib import oauth1
 
 from connectors.auth import TokenGrant
-from connectors.errors import AmbiguousLogin, ConfigurationError, ConnectorError, RemoteError, TransientError
-from connectors.http import ApiClient
-from connectors.netsuite.spec import AUTH_CODE, M2M, TBA, realm_for_account
+from connectors.errors import (
+    AmbiguousLogin,
+    ConfigurationError,
+    ConnectorError,
+    CredentialsRevoked,
+    RemoteError,
+    TransientError,
+)
+from connectors.http import STATUS_REACTIONS, ApiClient, wait_hint
+from connectors.netsuite.spec import AUTH_CODE, M2M, SPEC, TBA, realm_for_account
 
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 AUTHORIZE_PATH = "/app/login/oauth2/authorize.nl"  # UNCONFIRMED (shared/api/netsuite.md §1b)
@@ -30,6 +37,11 @@ class NetSuiteClient(ApiClient):
     """Async client for one NetSuite account."""
 
     system = "netsuite"
+    spec = SPEC
+    # INVALID_LOGIN is NetSuite's catch-all 401: expired token, permissions, concurrency, or no visible
+    # cause at all (shared/api/netsuite.md §5). Every 401 is retried with fresh tokens (AmbiguousLogin)
+    # before the credentials are blamed.
+    status_reactions: ClassVar[Mapping[int, type[ConnectorError]]] = {**STATUS_REACTIONS, 401: AmbiguousLogin}
 
     def __init__(
         self,
@@ -87,6 +99,8 @@ class NetSuiteClient(ApiClient):
                 f"the private key cannot sign a {self.algorithm} assertion: paste the PEM private key of the "
                 "certificate mapped in NetSuite",
                 system=self.system,
+                method="POST",
+                url=self.token_url,
             ) from exc
 
     async def fetch_token(self) -> TokenGrant:
@@ -141,8 +155,9 @@ class NetSuiteClient(ApiClient):
 
     async def _token_request(self, form: dict[str, str], *, basic: bool) -> TokenGrant:
         response = await self._post_token(form, basic=basic)
-        if response.status_code >= 500 or response.status_code == 429:
-            raise self.error(TransientError, "the token endpoint is unavailable", response)
+        unavailable = self.token_unavailable(response, "the token endpoint is unavailable")
+        if unavailable is not None:
+            raise unavailable
         body = _json(response)
         if response.status_code != 200 or "access_token" not in body:
             reason = body.get("error_description") or body.get("error") or f"HTTP {response.status_code}"
@@ -202,21 +217,20 @@ class NetSuiteClient(ApiClient):
             code = first.get("o:errorCode", "")
             path = first.get("o:errorPath")
             detail = first.get("detail", "")
-            return f"{code}: {detail}" + (f" (field {path})" if path else "")
-        return body.get("title") or f"HTTP {response.status_code}"
+            text = f"{code}: {detail}" + (f" (field {path})" if path else "")
+        else:
+            text = body.get("title") or f"HTTP {response.status_code}"
+        if response.status_code == 401:
+            text += (
+                " — NetSuite refused the login; check the integration record, the certificate mapping and "
+                "the role's REST web services permission"
+            )
+        return text
 
     def classify(self, response: httpx2.Response) -> ConnectorError | None:
-        if response.status_code == 401:
-            # INVALID_LOGIN is NetSuite's catch-all: expired token, permissions, concurrency, or no visible
-            # cause at all (shared/api/netsuite.md §5). Retry with fresh tokens before blaming credentials.
-            return self.error(
-                AmbiguousLogin,
-                f"{self.describe_error(response)} — NetSuite refused the login; check the integration record, "
-                "the certificate mapping and the role's REST web services permission",
-                response,
-            )
         # Our own concurrency: NetSuite's account-wide limit answers 429 (and sometimes, reportedly,
-        # 400 SSS_REQUEST_LIMIT_EXCEEDED); both mean "slow down", not "this record is bad".
+        # 400 SSS_REQUEST_LIMIT_EXCEEDED); both mean "slow down", not "this record is bad". The body
+        # decides, so this stays here rather than in the status table.
         if response.status_code == 400 and "SSS_REQUEST_LIMIT_EXCEEDED" in response.text:
             return self.error(TransientError, self.describe_error(response), response)
         return super().classify(response)
@@ -236,13 +250,30 @@ class NetSuiteClient(ApiClient):
         return learned
 
     def explain(self, error: ConnectorError) -> str:
+        waiting = wait_hint(error)
+        if waiting:
+            return waiting
+        account = self.account_id or "this account"
+        if isinstance(error, CredentialsRevoked):
+            return (
+                f"NetSuite stopped accepting these credentials for account {account}: the certificate mapping, "
+                "the integration record or the access token was revoked or changed (a sandbox refresh clears "
+                "them too). Set them up again in NetSuite and re-enter them on the connection."
+            )
         text = f"{error.message} {error.excerpt or ''}".lower()
         rules = [
             (
+                # A wrong Account ID reaches another account (its host is made from the id), and that
+                # account knows none of our certificates: NetSuite answers exactly as for an unknown
+                # Certificate ID (invalid_client). What an account id with no account behind it answers is
+                # UNCONFIRMED; if its host does not resolve, the ping says it could not reach it.
                 ("unknown certificate", "(kid)"),
-                "NetSuite does not know this Certificate ID. Copy it from Setup > Integration > Manage "
-                "Authentication > OAuth 2.0 Client Credentials (M2M) Setup, and check the certificate is mapped "
-                "to this integration (mappings are cleared when a sandbox is refreshed).",
+                f"NetSuite account {account} does not know this Certificate ID. First check the Account ID "
+                "(Setup > Company > Company Information; a sandbox is 1234567_SB1): a wrong one reaches another "
+                "account, which knows none of your certificates. If it is right, copy the Certificate ID from "
+                "Setup > Integration > Manage Authentication > OAuth 2.0 Client Credentials (M2M) Setup, and "
+                "check the certificate is mapped to this integration (mappings are cleared when a sandbox is "
+                "refreshed).",
             ),
             (
                 ("signature", "does not fit"),
@@ -271,8 +302,10 @@ class NetSuiteClient(ApiClient):
             ),
             (
                 ("invalid_login",),
-                "NetSuite keeps refusing the login (INVALID_LOGIN). Check that the integration record is enabled, "
-                "the certificate is mapped to an active role, and the role has REST Web Services permission.",
+                "NetSuite keeps refusing the login (INVALID_LOGIN). Check the Account ID (token-based "
+                "authentication signs it in: a sandbox is 1234567_SB1), that the integration record is enabled, "
+                "the certificate or token is mapped to an active role, and the role has REST Web Services "
+                "permission.",
             ),
         ]
         for needles, message in rules:
@@ -290,7 +323,7 @@ class NetSuiteClient(ApiClient):
     async def upsert_by_external_id(self, record_type: str, external_id: str, body: dict[str, Any]) -> str:
         """Create or update by external id (PUT …/eid:<id>); returns the internal id from Location."""
         response = await self.request("PUT", f"{RECORD_PATH}/{record_type}/eid:{external_id}", json=body)
-        return _id_from_location(response, fallback=f"eid:{external_id}")
+        return self._id_from_location(response, fallback=f"eid:{external_id}")
 
     async def update_record(self, record_type: str, record_id: str, body: dict[str, Any]) -> None:
         """PATCH the fields in `body` onto one record; fields left out keep their values (204 back)."""
@@ -299,18 +332,33 @@ class NetSuiteClient(ApiClient):
     async def create_record(self, record_type: str, body: dict[str, Any]) -> str:
         """POST a new record; NetSuite answers 204 with the new record's URL in Location."""
         response = await self.request("POST", f"{RECORD_PATH}/{record_type}", json=body)
-        return _id_from_location(response, fallback="")
+        return self._id_from_location(response, fallback="")
+
+    def _id_from_location(self, response: httpx2.Response, *, fallback: str) -> str:
+        """The internal id at the end of the Location header NetSuite answers a write with."""
+        location = response.headers.get("location", "")
+        if not location and not fallback:
+            raise self.refusal(
+                RemoteError,
+                "NetSuite accepted the record but sent no Location header",
+                method=response.request.method,
+                path=str(response.request.url),
+                response=response,
+            )
+        return location.rstrip("/").rsplit("/", 1)[-1] if location else fallback
 
     async def suiteql_page(self, query: str, *, limit: int = SUITEQL_PAGE, offset: int = 0) -> dict[str, Any]:
         """One page of a SuiteQL query (the `{items, hasMore, offset, count, totalResults}` envelope)."""
-        response = await self.request(
+        return _json(await self._suiteql(query, limit=limit, offset=offset))
+
+    async def _suiteql(self, query: str, *, limit: int, offset: int) -> httpx2.Response:
+        return await self.request(
             "POST",
             SUITEQL_PATH,
             params={"limit": limit, "offset": offset},
             json={"q": query},
             headers={"Prefer": "transient"},
         )
-        return _json(response)
 
     async def scan(
         self, columns: str, table: str, *, where: str = "", key: str = "id", page: int = SUITEQL_PAGE
@@ -323,7 +371,8 @@ class NetSuiteClient(ApiClient):
         after: int | None = None
         while True:
             query = keyset_query(columns, table, where=where, key=key, after=after)
-            body = await self.suiteql_page(query, limit=page, offset=0)
+            response = await self._suiteql(query, limit=page, offset=0)
+            body = _json(response)
             items = body.get("items") or []
             for row in items:
                 yield {k: v for k, v in row.items() if k != "links"}
@@ -331,7 +380,13 @@ class NetSuiteClient(ApiClient):
                 return
             last = items[-1].get(key.split(".")[-1].lower())
             if last is None or (after is not None and int(last) <= after):
-                raise RemoteError(f"keyset scan of {table} did not advance past {after}", system=self.system)
+                raise self.refusal(
+                    RemoteError,
+                    f"keyset scan of {table} did not advance past {after}",
+                    method="POST",
+                    path=SUITEQL_PATH,
+                    response=response,
+                )
             after = int(last)
 
     async def suiteql(self, query: str, *, limit: int = SUITEQL_PAGE) -> AsyncIterator[dict[str, Any]]:
@@ -364,14 +419,3 @@ def _json(response: httpx2.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {"items": body}
-
-
-def _id_from_location(response: httpx2.Response, *, fallback: str) -> str:
-    location = response.headers.get("location", "")
-    if not location and not fallback:
-        raise RemoteError(
-            "NetSuite accepted the record but sent no Location header",
-            system="netsuite",
-            status=response.status_code,
-        )
-    return location.rstrip("/").rsplit("/", 1)[-1] if location else fallback

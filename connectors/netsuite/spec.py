@@ -6,7 +6,7 @@ convention of jacobsvante/netsuite `_make_hostname` (shared/api/netsuite.md §0)
 
 from __future__ import annotations
 
-from connectors.spec import CredentialField, SystemSpec
+from connectors.spec import CredentialField, RateLimitHeaders, SystemSpec
 
 ACCOUNT_ID_PATTERN = r"[0-9]+(_(SB|sb|RP|rp)[0-9]+)?|TSTDRV[0-9]+"
 
@@ -76,6 +76,9 @@ SPEC = SystemSpec(
     ),
     hosts=("*.suitetalk.api.netsuite.com",),
     default_mode=M2M,
+    # NetSuite answers 429 when the account's concurrency limit is exceeded; whether a Retry-After comes
+    # with it is UNCONFIRMED (shared/api/netsuite.md §5), and no rate-limit window headers are documented.
+    rate_limit=RateLimitHeaders(retry_after=("Retry-After",)),
 )
 
 

@@ -5,7 +5,7 @@ Hosts per data centre from the official Python SDK's data-centre classes (shared
 
 from __future__ import annotations
 
-from connectors.spec import CredentialField, SystemSpec
+from connectors.spec import CredentialField, RateLimitHeaders, SystemSpec
 
 # data centre → (accounts server, production API domain)
 DATA_CENTRES: dict[str, tuple[str, str]] = {
@@ -18,6 +18,10 @@ DATA_CENTRES: dict[str, tuple[str, str]] = {
     "ca": ("https://accounts.zohocloud.ca", "https://www.zohoapis.ca"),
     "sa": ("https://accounts.zoho.sa", "https://www.zohoapis.sa"),
 }
+
+
+# Zoho client ids are "1000." and then letters and digits (the API console; shared/api/zoho.md §1a).
+CLIENT_ID_PATTERN = r"1000\.[A-Za-z0-9]+"
 
 
 def _hosts() -> tuple[str, ...]:
@@ -41,7 +45,12 @@ SPEC = SystemSpec(
             "The domain you sign in to Zoho at (zoho.com, zoho.eu, ...); a wrong one gives invalid_client",
             choices=tuple(DATA_CENTRES),
         ),
-        CredentialField("client_id", "Client ID", "API console (api-console), starts with 1000."),
+        CredentialField(
+            "client_id",
+            "Client ID",
+            "API console (api-console), starts with 1000.",
+            pattern=CLIENT_ID_PATTERN,
+        ),
         CredentialField("client_secret", "Client secret", "API console, beside the client id", secret=True),
         CredentialField(
             "refresh_token", "Refresh token", "From the self-client grant-code exchange", secret=True
@@ -49,4 +58,13 @@ SPEC = SystemSpec(
     ),
     hosts=_hosts(),
     environments={dc: accounts for dc, (accounts, _api) in DATA_CENTRES.items()},
+    # UNCONFIRMED for CRM (shared/api/zoho.md §4): whether a 429 carries Retry-After, and the
+    # X-RATELIMIT-* headers seen only in a generated API description (Zoho Books sends X-Rate-Limit-*).
+    # Declared so they are honoured if Zoho sends them; a reset given as an epoch time is read as one.
+    rate_limit=RateLimitHeaders(
+        retry_after=("Retry-After",),
+        reset=("X-RATELIMIT-RESET", "X-Rate-Limit-Reset"),
+        remaining=("X-RATELIMIT-REMAINING", "X-Rate-Limit-Remaining"),
+        limit=("X-RATELIMIT-LIMIT", "X-Rate-Limit-Limit"),
+    ),
 )

@@ -13,8 +13,15 @@ from typing import Any
 import httpx2
 
 from connectors.auth import TokenGrant
-from connectors.errors import ConfigurationError, ConnectorError, RemoteError, TransientError
-from connectors.http import ApiClient
+from connectors.errors import (
+    ConfigurationError,
+    ConnectorError,
+    CredentialsRevoked,
+    RemoteError,
+    TransientError,
+)
+from connectors.http import ApiClient, wait_hint
+from connectors.zuora.spec import SPEC
 
 PAGE_SIZE = 40  # rows per page, the v1 list maximum (larger values are treated as 40)
 QUERY_PAGE = 99  # rows per Object Query page, its maximum; also the crmIds one IN filter carries
@@ -37,6 +44,7 @@ class ZuoraClient(ApiClient):
     """Async client for one Zuora tenant."""
 
     system = "zuora"
+    spec = SPEC
 
     def __init__(self, *, client_id: str, client_secret: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,17 +58,23 @@ class ZuoraClient(ApiClient):
             "grant_type": "client_credentials",
         }
         response = await self.send("POST", "/oauth/token", data=form, record_body=False)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise self.error(TransientError, "the Zuora token endpoint is busy or unavailable", response)
+        unavailable = self.token_unavailable(response, "the Zuora token endpoint is busy or unavailable")
+        if unavailable is not None:
+            raise unavailable
         body = _json(response)
         if response.status_code != 200 or "access_token" not in body:
+            # A tenant in another environment answers exactly like a wrong secret: its token endpoint
+            # has never heard of the client (shared/api/zuora.md §2, "a wrong base URL shows up as an
+            # authentication error").
             raise ConfigurationError(
-                "Zuora refused the client id and secret (check them, and that the environment matches the "
-                f"tenant): {body.get('error_description') or body.get('error') or response.status_code}",
+                f"Zuora refused the client id and secret at {self.environment_host} (check them, and that "
+                "the environment matches the tenant): "
+                f"{body.get('error_description') or body.get('error') or response.status_code}",
                 system=self.system,
                 method="POST",
                 url=self.url("/oauth/token"),
                 status=response.status_code,
+                excerpt=str(body.get("error") or "")[:200],
             )
         # The scope names the tenant ("... tenant.19"); it is not secret, and a ping shows it.
         scopes = str(body.get("scope", "")).split()
@@ -102,13 +116,28 @@ class ZuoraClient(ApiClient):
             learned["tenant"] = str(self.tokens.extra["tenant"])
         return learned
 
+    @property
+    def environment_host(self) -> str:
+        """The host of the environment this client talks to (`rest.na.zuora.com`)."""
+        return self.base_url.split("//", 1)[-1]
+
     def explain(self, error: ConnectorError) -> str:
+        waiting = wait_hint(error)
+        if waiting:
+            return waiting
+        if isinstance(error, CredentialsRevoked):
+            return (
+                "Zuora stopped accepting this OAuth client: it was revoked (deleted under Settings > "
+                "Administration > Manage Users > OAuth Clients) or its secret was changed. Create or look up the "
+                "client and re-enter its client ID and secret on the connection."
+            )
         text = f"{error.message} {error.excerpt or ''}".lower()
         if "client id and secret" in text or "invalid_client" in text or error.status == 401:
             return (
-                "Zuora did not accept the client ID and secret. Check them (Settings > Administration > Manage "
-                "Users > OAuth Clients) and that the environment matches the tenant: a tenant in another "
-                "environment or region answers exactly like a wrong secret."
+                f"Zuora at {self.environment_host} did not accept the client ID and secret. Check the Environment "
+                "first: a tenant in another environment or region (US Cloud 1 or 2, sandbox or production, EU, "
+                "APAC) answers exactly like a wrong secret. Then check the client ID and secret (Settings > "
+                "Administration > Manage Users > OAuth Clients)."
             )
         if error.status == 403 or "permission" in text:
             return "Zuora signed in but the OAuth client's user lacks a permission this needs (API access, accounts)."
@@ -206,7 +235,8 @@ class ZuoraClient(ApiClient):
     async def query(self, zoql: str) -> AsyncIterator[dict[str, Any]]:
         """Every record of a ZOQL query (`POST /v1/action/query`, then `queryMore` while `done` is false;
         up to 2,000 records a call, PascalCase keys, null fields left out: shared/api/zuora.md §3)."""
-        body = _json(await self.request("POST", "/v1/action/query", json={"queryString": zoql}))
+        response = await self.request("POST", "/v1/action/query", json={"queryString": zoql})
+        body = _json(response)
         seen: set[str] = set()
         while True:
             for record in body.get("records") or []:
@@ -215,9 +245,16 @@ class ZuoraClient(ApiClient):
             if body.get("done", True) or not locator:
                 return
             if locator in seen:  # a paginator that refuses to loop
-                raise RemoteError(f"Zuora repeated query locator {locator!r}", system=self.system)
+                raise self.refusal(
+                    RemoteError,
+                    f"Zuora repeated query locator {locator!r}",
+                    method="POST",
+                    path="/v1/action/queryMore",
+                    response=response,
+                )
             seen.add(locator)
-            body = _json(await self.request("POST", "/v1/action/queryMore", json={"queryLocator": locator}))
+            response = await self.request("POST", "/v1/action/queryMore", json={"queryLocator": locator})
+            body = _json(response)
 
     async def _pages(self, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The `key` rows of a v1 list, following nextPage (a full URL) until Zuora stops sending one."""

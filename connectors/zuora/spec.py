@@ -5,7 +5,7 @@ Base URLs from Zuora's v1 API reference introduction and "Zuora data centers" (s
 
 from __future__ import annotations
 
-from connectors.spec import CredentialField, SystemSpec
+from connectors.spec import CredentialField, RateLimitHeaders, SystemSpec
 
 ENVIRONMENTS: dict[str, str] = {
     "US Production (Cloud 1)": "https://rest.na.zuora.com",
@@ -38,4 +38,12 @@ SPEC = SystemSpec(
     ),
     hosts=("rest.zuora.com", "rest.*.zuora.com", "rest.*.*.zuora.com"),
     environments=ENVIRONMENTS,
+    # Every API answer carries RateLimit-Limit/-Remaining/-Reset (seconds), and a 429 adds Retry-After
+    # (seconds); the token endpoint's gateway sends X-RateLimit-*-minute (shared/api/zuora.md §1, §7).
+    rate_limit=RateLimitHeaders(
+        retry_after=("Retry-After",),
+        reset=("RateLimit-Reset",),
+        remaining=("RateLimit-Remaining", "X-RateLimit-Remaining-minute"),
+        limit=("RateLimit-Limit", "X-RateLimit-Limit-minute"),
+    ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.errors import ConfigurationError, TransientError
+from connectors.errors import ConfigurationError, CredentialsRevoked, TransientError
 from connectors.ping import ping
 from tests.connectors.conftest import WRONG_SECRET, Harness
 
@@ -89,3 +89,35 @@ async def test_unreachable_host_is_transient_and_ping_says_so(harness: Harness) 
 
     assert result.ok is False and result.reaction == "transient"
     assert "Could not reach 127.0.0.1:9" in result.message
+
+
+async def test_revoked_credentials_are_a_configuration_error_asking_to_re_enter_them(
+    harness: Harness,
+) -> None:
+    await harness.cheap_call()  # a cached token, minted while the credentials were good
+    revoked = harness.revoke_credentials()
+    try:
+        with pytest.raises(CredentialsRevoked) as caught:
+            await harness.cheap_call()
+        api, tokens = [a.status for a in harness.api_attempts()], harness.token_attempts()
+        result = await ping(harness.client)
+    finally:
+        harness.restore_credentials()
+
+    assert sum(revoked.values()) > 0  # the hook really took something away
+    assert isinstance(caught.value, ConfigurationError) and caught.value.reaction == "config"
+    assert "revoked or changed" in caught.value.message and "Re-enter them" in caught.value.message
+    assert caught.value.system == harness.system and caught.value.method == "POST"
+    assert "token" in caught.value.url and caught.value.status is not None
+    assert api[-1] == 401 and len(tokens) == 2  # one refresh was tried, and refused
+    assert result.ok is False and result.reaction == "config"
+    assert "re-enter" in result.message.lower() and "revoked" in result.message
+
+
+async def test_paging_ends_after_the_last_page(harness: Harness) -> None:
+    rows, pages = await harness.page_through(7 if harness.system != "zuora" else 45)
+
+    expected = {"netsuite": (7, 3), "zuora": (45, 2), "zoho": (7, 3)}[harness.system]
+    ids = [str(row.get("id")) for row in rows]
+    assert (len(rows), pages) == expected
+    assert len(set(ids)) == len(ids)  # every record once: no page read twice

@@ -2,94 +2,28 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import httpx2
 import pytest
 
 from connectors.errors import ConfigurationError
-from connectors.http import Attempt, RetryPolicy
-from connectors.netsuite.client import NetSuiteClient
-from connectors.netsuite.emulator import NetSuiteEmulator
+from connectors.http import Attempt
 from connectors.netsuite.spec import AUTH_CODE, TBA
 from connectors.ping import ping
-from connectors.registry import build_client
-from tests.support.live import serve
-
-ACCOUNT = "1234567_SB1"
-REDIRECT = "https://app.example.test/oauth/netsuite"
-TBA_CREDS = {
-    "consumer_key": "ck-" + "a" * 20,
-    "consumer_secret": "cs-" + "b" * 20,
-    "token_id": "tk-" + "c" * 20,
-    "token_secret": "ts-" + "d" * 20,
-}
-
-
-async def _no_sleep(_seconds: float) -> None:
-    return None
-
-
-@pytest.fixture
-async def netsuite() -> AsyncIterator[tuple[NetSuiteEmulator, str, httpx2.AsyncClient]]:
-    emulator = NetSuiteEmulator(ACCOUNT)
-    emulator.register_auth_code_client("code-client", "code-secret", REDIRECT)
-    emulator.register_tba(**TBA_CREDS)
-    for n in range(3):
-        emulator.seed("customer", {"companyName": f"Customer {n}"})
-    with serve(emulator.app) as url:
-        async with httpx2.AsyncClient() as http:
-            yield emulator, url, http
-
-
-def make(url: str, http: httpx2.AsyncClient, attempts: list[Attempt], **settings: Any) -> NetSuiteClient:
-    client = build_client(
-        "netsuite",
-        base_url=url,
-        settings={
-            "account_id": ACCOUNT,
-            **{k: v for k, v in settings.items() if "secret" not in k and k != "refresh_token"},
-        },
-        secrets={k: v for k, v in settings.items() if "secret" in k or k == "refresh_token"},
-        sandbox=True,
-        http=http,
-        on_attempt=attempts.append,
-        retry=RetryPolicy(sleep=_no_sleep),
-    )
-    assert isinstance(client, NetSuiteClient)
-    return client
-
-
-async def consent(url: str, http: httpx2.AsyncClient, client: NetSuiteClient) -> dict[str, Any]:
-    """Step 1 and 2 of the authorization code grant with PKCE, as the app does it."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    state = secrets.token_urlsafe(8)
-    authorize = client.authorize_url(
-        redirect_uri=REDIRECT, state=state, code_challenge=challenge, ui_base=url
-    )
-    redirect = await http.get(authorize, follow_redirects=False)
-    assert redirect.status_code in (302, 303), redirect.text
-    query = parse_qs(urlsplit(redirect.headers["location"]).query)
-    assert query["state"] == [state]
-    return await client.exchange_code(code=query["code"][0], redirect_uri=REDIRECT, code_verifier=verifier)
+from tests.connectors.conftest import CODE_SECRET, TBA_CREDS, consent
+from tests.connectors.conftest import netsuite_client as make
 
 
 async def test_authorization_code_consent_yields_a_refresh_token_that_keeps_working(netsuite: Any) -> None:
     emulator, url, http = netsuite
     attempts: list[Attempt] = []
     starter = make(
-        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret="code-secret"
+        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret=CODE_SECRET
     )
 
     tokens = await consent(url, http, starter)
     client = make(
-        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret="code-secret",
+        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret=CODE_SECRET,
         refresh_token=tokens["refresh_token"],
     )  # fmt: skip
     rows = [row async for row in client.scan("id, companyname", "customer")]
@@ -105,12 +39,12 @@ async def test_expired_refresh_token_asks_for_consent_again(netsuite: Any) -> No
     emulator, url, http = netsuite
     attempts: list[Attempt] = []
     starter = make(
-        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret="code-secret"
+        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret=CODE_SECRET
     )
     tokens = await consent(url, http, starter)
     emulator.expire_refresh_tokens()
     client = make(
-        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret="code-secret",
+        url, http, attempts, auth_mode=AUTH_CODE, client_id="code-client", client_secret=CODE_SECRET,
         refresh_token=tokens["refresh_token"],
     )  # fmt: skip
 

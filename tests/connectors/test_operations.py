@@ -6,9 +6,11 @@ import pytest
 
 from connectors.errors import ConfigurationError, RemoteError
 from connectors.netsuite.client import NetSuiteClient
+from connectors.ping import ping
 from connectors.zoho.client import ZohoClient, exchange_grant_code
 from connectors.zuora.client import ZuoraClient
 from tests.connectors.conftest import Harness
+from tests.support.live import serve
 
 NS, ZU, ZO = ["netsuite"], ["zuora"], ["zoho"]
 
@@ -178,16 +180,120 @@ async def test_zoho_grant_code_exchange_gives_a_working_refresh_token(harness: H
         client_id=creds.zoho_client_id,
         client_secret=creds.zoho_client_secret,
         code=code,
+        sandbox=True,
+        on_attempt=harness.attempts.append,
     )
     client = harness.make(refresh_token=tokens["refresh_token"])
-    with pytest.raises(ConfigurationError, match=r"expired .* or was already used"):
+    with pytest.raises(ConfigurationError, match=r"expired .* or was already used") as refused:
         await exchange_grant_code(
             http,
             accounts_url=harness.url,
             client_id=creds.zoho_client_id,
             client_secret=creds.zoho_client_secret,
             code=code,
+            sandbox=True,
         )
 
     assert tokens["api_domain"] == harness.url
+    [exchange] = harness.token_attempts()  # the first exchange, reported like every other call
+    assert exchange.method == "POST" and exchange.status == 200
+    assert exchange.response_excerpt == "(withheld: token response)"
+    assert refused.value.method == "POST" and refused.value.url == f"{harness.url}/oauth/v2/token"
+    assert refused.value.status == 200 and refused.value.excerpt == "invalid_code"
     assert await harness.cheap_call(client) is None  # record 1 does not exist; the call itself worked
+
+
+@pytest.mark.parametrize("harness", ZO, indirect=True)
+async def test_zoho_upsert_where_every_record_fails_returns_each_records_error(harness: Harness) -> None:
+    client = harness.client
+    assert isinstance(client, ZohoClient)
+    records = [{"NetSuite_Id": str(n), "Phone": "555"} for n in range(3)]  # no Account_Name: all refused
+
+    results = await client.upsert("Accounts", records, duplicate_check_fields=["NetSuite_Id"])
+
+    assert [a.status for a in harness.api_attempts()] == [400]  # Zoho's answer when every item failed
+    assert [(r["status"], r["code"]) for r in results] == [("error", "MANDATORY_NOT_FOUND")] * 3
+    assert all(r["details"]["api_name"] == "Account_Name" for r in results)
+    assert harness.emulator.records("Accounts") == []
+
+
+@pytest.mark.parametrize("harness", ZO, indirect=True)
+async def test_zoho_request_level_400_is_still_a_remote_error(harness: Harness) -> None:
+    client = harness.client
+    assert isinstance(client, ZohoClient)
+
+    with pytest.raises(RemoteError, match="INVALID_MODULE") as caught:
+        await client.upsert("Widgets", [{"Name": "w"}], duplicate_check_fields=["Name"])
+
+    assert caught.value.status == 400 and caught.value.method == "POST"
+
+
+@pytest.mark.parametrize("harness", ZO, indirect=True)
+async def test_zoho_calls_go_to_the_api_domain_the_token_response_names(harness: Harness) -> None:
+    with serve(harness.emulator.app) as api_domain:  # the same org, reached at another address
+        harness.emulator.api_domain = api_domain  # type: ignore[attr-defined]
+        try:
+            client = harness.make()
+            assert isinstance(client, ZohoClient)
+            result = await ping(client)
+            upserted = await client.upsert(
+                "Accounts", [{"Account_Name": "Domain Co"}], duplicate_check_fields=[]
+            )
+            fetched = await client.get_record("Accounts", upserted[0]["details"]["id"])
+        finally:
+            harness.emulator.api_domain = None  # type: ignore[attr-defined]
+
+    assert result.ok is True and result.learned["api_domain"] == api_domain
+    assert fetched is not None and fetched["Account_Name"] == "Domain Co"
+    assert {a.url.split("/crm/")[0] for a in harness.api_attempts()} == {api_domain}
+    assert {a.url for a in harness.token_attempts()} == {f"{harness.url}/oauth/v2/token"}
+
+
+@pytest.mark.parametrize("harness", NS, indirect=True)
+async def test_netsuite_create_record_posts_a_custom_record_and_returns_its_id(harness: Harness) -> None:
+    client = harness.client
+    assert isinstance(client, NetSuiteClient)
+    body = {"name": "SUB-9", "externalId": "SUB-9", "custrecord_zse_status": "Active"}
+
+    record_id = await client.create_record("customrecord_zuora_sub_event", body)
+
+    stored = harness.emulator.records("customrecord_zuora_sub_event")
+    assert [r["id"] for r in stored] == [record_id] and record_id.isdigit()
+    assert stored[0]["name"] == "SUB-9" and stored[0]["custrecord_zse_status"] == "Active"
+    assert [(a.method, a.status) for a in harness.api_attempts()] == [("POST", 204)]
+
+
+@pytest.mark.parametrize("harness", ZU, indirect=True)
+async def test_zuora_update_account_changes_only_the_fields_sent(harness: Harness) -> None:
+    client = harness.client
+    assert isinstance(client, ZuoraClient)
+    created = await client.create_account(
+        {"name": "Old Name", "currency": "USD", "billCycleDay": 1, "crmId": "NS-7",
+         "billToContact": {"firstName": "A", "lastName": "B"}},
+        idempotency_key="acct-update",
+    )  # fmt: skip
+
+    answer = await client.update_account(created["accountId"], {"name": "New Name"})
+    account = await client.get_account(created["accountNumber"])
+
+    assert answer["success"] is True
+    assert account["basicInfo"]["name"] == "New Name" and account["basicInfo"]["crmId"] == "NS-7"
+    assert [a.method for a in harness.api_attempts()] == ["POST", "PUT", "GET"]
+
+
+@pytest.mark.parametrize("harness", ZU, indirect=True)
+async def test_zuora_finds_the_account_of_a_netsuite_id(harness: Harness) -> None:
+    client = harness.client
+    assert isinstance(client, ZuoraClient)
+    created = await client.create_account(
+        {"name": "Found Co", "currency": "USD", "billCycleDay": 1, "crmId": "NS-1234",
+         "billToContact": {"firstName": "A", "lastName": "B"}},
+        idempotency_key="acct-found",
+    )  # fmt: skip
+
+    found = await client.find_account_by_crm_id("NS-1234")
+    many = await client.find_accounts_by_crm_ids(["NS-1234", "NS-none"])
+
+    assert found is not None and found["id"] == created["accountId"]
+    assert found["accountnumber"] == created["accountNumber"]
+    assert list(many) == ["ns-1234"] and many["ns-1234"]["id"] == created["accountId"]

@@ -8,8 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connectors.netsuite.emulator import NetSuiteEmulator
 from connectors.ping import ping
 from connectors.sync import ping_connection
+from connectors.zoho.client import exchange_grant_code
 from connectors.zuora.emulator import ZuoraEmulator
 from tests.connectors.conftest import Harness
 from tests.support.live import serve
@@ -128,3 +130,58 @@ def test_sync_ping_from_the_app_reaches_a_real_emulator() -> None:
         )
 
     assert result.ok is True and result.learned["tenant"] == "19"
+
+
+@pytest.mark.parametrize("harness", ["zuora"], indirect=True)
+async def test_zuora_wrong_environment_says_to_check_the_environment(harness: Harness) -> None:
+    # Another environment is another Zuora: it has never heard of this OAuth client, and its token
+    # endpoint answers 401 invalid_client, exactly as for a wrong secret (shared/api/zuora.md §2).
+    other_environment = ZuoraEmulator()
+    with serve(other_environment.app) as url:
+        result = await ping(harness.make_at(url))
+
+    assert result.ok is False and result.reaction == "config"
+    assert "Check the Environment first" in result.message
+    assert url.split("//", 1)[1] in result.message  # names the environment it tried
+
+
+@pytest.mark.parametrize("harness", ["netsuite"], indirect=True)
+async def test_netsuite_wrong_account_id_says_to_check_the_account_id(harness: Harness) -> None:
+    # The account id decides the host: a wrong one reaches another account, which knows none of this
+    # integration's certificates and refuses the assertion (invalid_client, unknown kid).
+    another_account = NetSuiteEmulator("7654321")
+    with serve(another_account.app) as url:
+        result = await ping(harness.make_at(url, account_id="7654321"))
+
+    assert result.ok is False and result.reaction == "config"
+    assert "First check the Account ID" in result.message and "7654321" in result.message
+
+
+@pytest.mark.parametrize("harness", ["zuora"], indirect=True)
+async def test_zuora_missing_permission_says_the_user_lacks_it(harness: Harness) -> None:
+    await ping(harness.client)  # a token first
+    harness.emulator.faults.fail_next(403, 5)
+
+    result = await ping(harness.client)
+
+    assert result.ok is False and result.reaction == "config"
+    assert "lacks a permission" in result.message
+
+
+@pytest.mark.parametrize("harness", ["zoho"], indirect=True)
+async def test_zoho_scope_mismatch_names_the_scopes_needed(harness: Harness) -> None:
+    creds = harness.credentials
+    code = harness.emulator.grant_code(creds.zoho_client_id, "ZohoCRM.modules.ALL")  # type: ignore[attr-defined]
+    tokens = await exchange_grant_code(
+        harness.client.http,
+        accounts_url=harness.url,
+        client_id=creds.zoho_client_id,
+        client_secret=creds.zoho_client_secret,
+        code=code,
+        sandbox=True,
+    )
+
+    result = await ping(harness.make(refresh_token=tokens["refresh_token"]))  # the org needs ZohoCRM.org.READ
+
+    assert result.ok is False and result.reaction == "config"
+    assert "lacks a scope" in result.message and "ZohoCRM.org.READ" in result.message
