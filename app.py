@@ -12,6 +12,8 @@ import streamlit as st
 from views._auth import require_login
 from views._ui import database, database_kind
 
+CONSENT_PAGES = ("connections", "onboarding")  # pages that finish a NetSuite approval from the address
+
 
 def navigation_pages() -> dict[str, list[st.Page]]:
     """The pages by sidebar section, in order; adding a page is one line here."""
@@ -39,6 +41,11 @@ def main() -> None:
     if user is None:
         return  # the sign-in form is showing
     page = st.navigation(navigation_pages())
+    params = st.query_params
+    if "state" in params and ("code" in params or "error" in params) and page.url_path not in CONSENT_PAGES:
+        # NetSuite sent this tab back from its consent page, and signing in again (a new session) landed
+        # it elsewhere: the Connections page finishes the approval, whichever page started it.
+        st.switch_page("views/connections.py", query_params=params.to_dict())
     st.sidebar.caption(f"Signed in as {user} · database: {database_kind(engine)}")
     page.run()
 

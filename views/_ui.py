@@ -255,3 +255,116 @@ def excerpt_for_display(excerpt: str) -> tuple[str, str | None]:
     except ValueError:
         # Excerpts are cut at a fixed length, so a JSON body is often no longer valid JSON.
         return excerpt, None
+
+
+# --- approving access in another window (runner.consent) ----------------------------------------------
+
+DEFAULT_APP_URL = "http://localhost:8501"  # Streamlit's own default, when the browser's URL is unknown
+CONSENT_RETURN = ("state", "code", "error", "error_description")  # what NetSuite's redirect carries
+CONSENT_WINDOW = "ml_connector_consent"  # the component's name, once per app
+
+# The approval opens in a pop-up window, so this page keeps its session (and the person stays signed in:
+# a password sign-in lasts as long as the browser tab's session). NetSuite sends the pop-up back to the
+# redirect URI, on this app's origin, where this page can read its address again: the code and state
+# are handed to Python and the pop-up is closed. Everything shown is set as text, never as HTML.
+_CONSENT_HTML = (
+    '<div class="consent"><button type="button"></button><span class="note" aria-live="polite"></span></div>'
+)
+_CONSENT_CSS = """
+.consent { display: flex; align-items: center; gap: 0.75rem; font-family: var(--st-font); }
+button { font: inherit; padding: 0.4rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
+  color: white; background: var(--st-primary-color); border: 1px solid var(--st-primary-color); }
+.note { color: var(--st-text-color); opacity: 0.75; font-size: 0.9rem; }
+"""
+_CONSENT_JS = """
+const flows = (window.__mlConnectorConsent ??= new Map());  // state -> the window being watched
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  const button = parentElement.querySelector("button");
+  const note = parentElement.querySelector(".note");
+  button.textContent = data.label;
+  const live = flows.get(data.state);
+  note.textContent = live ? data.waiting : "";
+  if (live) {  // the page was drawn again while the window is open: report to this drawing
+    live.report = setTriggerValue;
+    live.note = note;
+  }
+  button.onclick = () => {
+    for (const flow of [...flows.values()]) flow.stop();
+    const popup = window.open(data.url, "ml-connector-consent", "popup,width=760,height=820");
+    if (!popup) {
+      note.textContent = data.blocked;
+      return;
+    }
+    const flow = { report: setTriggerValue, note: note, timer: 0 };
+    flow.stop = () => { clearInterval(flow.timer); flows.delete(data.state); };
+    flows.set(data.state, flow);
+    note.textContent = data.waiting;
+    flow.timer = setInterval(() => {
+      let back = null;
+      try {
+        const url = new URL(popup.location.href);
+        if (url.origin === window.location.origin && url.searchParams.get("state") === data.state) {
+          back = url.searchParams;
+        }
+      } catch (e) {
+        // The window shows NetSuite's site, whose address this page may not read: keep waiting.
+      }
+      if (back !== null) {
+        flow.stop();
+        popup.close();
+        flow.note.textContent = data.finishing;
+        flow.report("returned", {
+          state: data.state,
+          code: back.get("code") || "",
+          error: back.get("error") || "",
+          error_description: back.get("error_description") || "",
+        });
+      } else if (popup.closed) {
+        flow.stop();
+        flow.note.textContent = "";
+        flow.report("returned", { state: data.state, closed: true });
+      }
+    }, 250);
+  };
+}
+"""
+
+
+def app_url(page: str) -> str:
+    """This app's address as the browser shows it, without the page path `page` (a redirect URI is built
+    on it, so it must be what the browser will be sent back to)."""
+    url = (st.context.url or DEFAULT_APP_URL).rstrip("/")
+    return url.removesuffix(f"/{page}")
+
+
+def consent_return() -> dict[str, str] | None:
+    """The authorization response the browser came back with (`?code=…&state=…`, or `?error=…`), taken
+    off the address so a reload does not send it again; None when there is none."""
+    params = st.query_params
+    if "state" not in params or not ("code" in params or "error" in params):
+        return None
+    returned = {name: str(params.get(name) or "") for name in CONSENT_RETURN}
+    params.clear()
+    return returned
+
+
+def consent_window(*, url: str, state: str, label: str, key: str) -> dict[str, Any] | None:
+    """A button that opens `url` (NetSuite's consent page) in a pop-up and watches for the way back.
+
+    Returns, on the run right after, `{"state", "code", "error", "error_description"}` as NetSuite sent
+    them, or `{"state", "closed": True}` when the window was closed before; else None.
+    """
+    window = st.components.v2.component(CONSENT_WINDOW, html=_CONSENT_HTML, css=_CONSENT_CSS, js=_CONSENT_JS)
+    data = {
+        "url": url,
+        "state": state,
+        "label": label,
+        "waiting": "Waiting for NetSuite: sign in and approve access in the window that opened.",
+        "finishing": "NetSuite answered; saving…",
+        "blocked": "Your browser blocked the NetSuite window: allow pop-ups for this site, then press again.",
+    }
+    result = window(key=key, data=data, on_returned_change=lambda: None)
+    returned = result.get("returned") if result is not None else None
+    return dict(returned) if isinstance(returned, Mapping) else None

@@ -4,15 +4,22 @@ backfills.
 Every action is a `runner.connection_admin` or `runner.backfill` call made in a button's callback, so
 the page then renders the state it left behind; what the action said is kept in the session for that
 one render (a freshly rotated secret is shown exactly once). Secrets are never shown otherwise.
+
+A NetSuite connection in authorization code mode has a Connect to NetSuite button, and a Zoho CRM
+connection takes a self-client grant code: both get a new refresh token through `runner.consent`. This
+page is the redirect URI NetSuite sends people back to, so it also finishes an approval that comes back
+in the address (`?code=…&state=…`: the approval was made in this browser tab rather than a pop-up).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from runner import consent
 from runner.backfill import BackfillProgress, BackfillRefused, start_backfill
 from runner.backfill import backfill_progress as backfill_progress_of
 from runner.connection_admin import (
@@ -24,15 +31,22 @@ from runner.connection_admin import (
     rotate_secret,
 )
 from runner.health import describe_duration, system_title
+from runner.onboarding import InputError
+from storage import crud
 from storage.crypto import get_vault
 from storage.settings import get_settings
 from storage.types import utcnow
-from views._auth import SESSION_USER
-from views._ui import database, format_time, md_code, md_escape
+from views._auth import SESSION_USER, sso_user
+from views._ui import app_url, consent_return, consent_window, database, format_time, md_code, md_escape
 
 ONBOARDING_PAGE = "views/onboarding.py"
 BACKFILL_REFRESH = 3.0  # seconds between progress refreshes while a backfill runs
 FLASH = "connections_flash"  # session key: what the last action said, shown on the next render only
+APPROVALS = "connections_approvals"  # session key: the NetSuite approval prepared per connection id
+WIZARD = "onb"  # views/onboarding.py's session key, restored when its approval ends on this page
+WIZARD_PATH = "onboarding"  # views/onboarding.py's URL path, the origin of the approvals it starts
+PAGE_PATH = "connections"  # this page's URL path (from its file name): where NetSuite sends people back
+CLOSED_EARLY = "The NetSuite window was closed before access was approved: press Connect to NetSuite again."
 
 PING_BADGES = {
     "ok": ":green-badge[:material/check_circle: connected]",
@@ -67,13 +81,16 @@ def main() -> None:
         "Whether each system still accepts the saved credentials, the access token the runner holds, "
         "and each integration's webhook secrets and backfills."
     )
+    if (returned := consent_return()) is not None:
+        approval_returned(returned)
     statuses = connection_overview(engine)
     if not statuses:
         st.info(NO_CONNECTIONS, icon=":material/cable:")
         st.page_link(ONBOARDING_PAGE, label="Set up an integration", icon=":material/add_link:")
         return
+    kinds = {c.id: consent.approval_kind(c) for c in crud.list_connections(engine)}
     for status in statuses:
-        connection_card(status)
+        connection_card(status, kinds.get(status.id))
     integrations = integration_overview(engine, get_vault())
     if integrations:
         st.header("Integrations")
@@ -85,7 +102,7 @@ def main() -> None:
 # --- connections ------------------------------------------------------------------------------
 
 
-def connection_card(status: ConnectionStatus) -> None:
+def connection_card(status: ConnectionStatus, approval: str | None = None) -> None:
     with st.container(border=True):
         head, action = st.columns([5, 1], vertical_alignment="center")
         head.markdown(
@@ -118,6 +135,10 @@ def connection_card(status: ConnectionStatus) -> None:
         with used:
             st.caption("Used by")
             st.markdown("  \n".join(md_escape(n) for n in status.integrations) or "no integration")
+        if approval == consent.NETSUITE:
+            netsuite_approval(status)
+        elif approval == consent.ZOHO:
+            zoho_grant_code(status)
 
 
 def _token_text(status: ConnectionStatus) -> str:
@@ -152,6 +173,127 @@ def _ping(connection_id: int) -> None:
         _set_flash(f"ping_{connection_id}", "success", f"{result.message} in {result.latency_ms:.0f} ms.")
     else:
         _set_flash(f"ping_{connection_id}", "error", f"{system_title(result.system)}: {result.message}")
+
+
+# --- new refresh tokens (runner.consent) -------------------------------------------------------
+
+
+def netsuite_approval(status: ConnectionStatus) -> None:
+    """Connect to NetSuite: approve access in a NetSuite window, which gives a new refresh token."""
+    try:
+        start = consent.reuse_or_start(
+            consent.get_book(), st.session_state.setdefault(APPROVALS, {}), status.id,
+            lambda: consent.start_netsuite_consent(
+                database(), get_vault(), book=consent.get_book(), user=signed_in_user(),
+                redirect_uri=consent.redirect_uri_for(app_url(PAGE_PATH)), sandbox=get_settings().sandbox,
+                connection_id=status.id,
+            ),
+        )  # fmt: skip
+    except (InputError, LookupError) as exc:
+        st.warning(f"Approval in NetSuite cannot start: {md_escape(str(exc))}", icon=":material/warning:")
+        return
+    st.caption(
+        "Authorization code: NetSuite's refresh token lasts 7 days unless the integration record says "
+        "otherwise. Approve access again to get a new one."
+    )
+    returned = consent_window(
+        url=start.url, state=start.state, label="Connect to NetSuite", key=f"connect_{status.id}"
+    )
+    st.caption(f"Redirect URI on the integration record: {md_code(start.redirect_uri)}")
+    _flash(f"approval_{status.id}")
+    if returned is not None:
+        _approved_in_window(status.id, returned)
+
+
+def _approved_in_window(connection_id: int, returned: dict[str, Any]) -> None:
+    """The NetSuite window came back (or was closed): finish the approval, then draw the page again."""
+    key, user = f"approval_{connection_id}", signed_in_user()
+    if returned.get("closed"):
+        outcome = consent.consent_outcome(consent.get_book(), state=str(returned.get("state")), user=user)
+        if isinstance(outcome, consent.Approved):
+            _set_flash(key, "success", outcome.message)
+        else:
+            _set_flash(key, "error", CLOSED_EARLY if outcome is None else outcome.message)
+    else:
+        try:
+            approved = _finish(returned)
+        except consent.ConsentError as exc:
+            _set_flash(key, "error", exc.message)
+        else:
+            _set_flash(
+                key, "success" if approved.ping is None or approved.ping.ok else "error", approved.message
+            )
+    st.session_state.get(APPROVALS, {}).pop(connection_id, None)
+    st.rerun()
+
+
+def approval_returned(returned: dict[str, str]) -> None:
+    """NetSuite sent this tab back with the outcome in its address: finish, and say how it went."""
+    try:
+        approved = _finish(returned)
+    except consent.ConsentError as exc:
+        st.error(md_escape(exc.message), icon=":material/error:")
+        return
+    if approved.ping is None or approved.ping.ok:
+        st.success(md_escape(approved.message), icon=":material/check_circle:")
+    else:
+        st.warning(md_escape(approved.message), icon=":material/warning:")
+    if approved.origin == WIZARD_PATH and approved.resume:
+        # Started in the wizard: put it back where it was, with the connection just saved.
+        wizard = dict(approved.resume)
+        wizard["connections"] = {
+            **wizard.get("connections", {}),
+            approved.connection.system: approved.connection.id,
+        }
+        st.session_state[WIZARD] = wizard
+        st.page_link(ONBOARDING_PAGE, label="Back to the new integration", icon=":material/add_link:")
+
+
+def _finish(returned: Mapping[str, Any]) -> consent.Approved:
+    return consent.finish_netsuite_consent(
+        database(), get_vault(), book=consent.get_book(), user=signed_in_user(),
+        state=str(returned.get("state") or ""), code=str(returned.get("code") or ""),
+        error=str(returned.get("error") or ""), error_description=str(returned.get("error_description") or ""),
+        sandbox=get_settings().sandbox,
+    )  # fmt: skip
+
+
+def zoho_grant_code(status: ConnectionStatus) -> None:
+    """A new refresh token from a grant code pasted from Zoho's API console."""
+    with st.expander("New refresh token from a grant code"):
+        st.caption(
+            "In Zoho's API console (Self Client > Generate Code) enter these scopes, then paste the code here "
+            "within its few minutes. It must come from the data centre this connection uses."
+        )
+        st.code(consent.ZOHO_SCOPES, language=None)
+        st.text_input("Grant code", type="password", key=f"grant_code_{status.id}")
+        st.button(
+            "Exchange for a refresh token", key=f"exchange_{status.id}", icon=":material/key:",
+            on_click=_exchange_grant_code, args=(status.id,),
+        )  # fmt: skip
+    _flash(f"exchange_{status.id}")
+
+
+def _exchange_grant_code(connection_id: int) -> None:
+    """Button callback: exchange the pasted code, and forget it either way (it works once)."""
+    key = f"exchange_{connection_id}"
+    code = str(st.session_state.get(f"grant_code_{connection_id}") or "")
+    st.session_state[f"grant_code_{connection_id}"] = ""
+    try:
+        approved = consent.exchange_zoho_grant_code(
+            database(), get_vault(), code=code, sandbox=get_settings().sandbox, connection_id=connection_id,
+            verify=True,
+        )  # fmt: skip
+    except (InputError, LookupError) as exc:
+        problems = exc.problems.values() if isinstance(exc, InputError) else [str(exc)]
+        _set_flash(key, "error", " ".join(problems))
+        return
+    _set_flash(key, "success" if approved.ping is None or approved.ping.ok else "error", approved.message)
+
+
+def signed_in_user() -> str:
+    """Who is signed in (app.py lets no page run otherwise): approvals are bound to them."""
+    return sso_user() or str(st.session_state.get(SESSION_USER) or "")
 
 
 # --- integrations -----------------------------------------------------------------------------

@@ -7,11 +7,17 @@ and Zuora, and the Zoho channel · 6 activate.
 Every action is a call into `runner.onboarding`; the wizard's own state (step, ids, ping outcomes) lives
 in `st.session_state[WIZARD]` and never holds a secret: credential widgets are cleared once saved, and
 webhook secrets are read from the database each time step 5 draws them.
+
+Refresh tokens the person has no way to type come through `runner.consent`: NetSuite in authorization
+code mode is saved by approving access in a NetSuite window (Connect to NetSuite, after the form), and a
+Zoho CRM form takes a self-client grant code instead of a refresh token.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -19,21 +25,32 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from connectors.errors import ConfigurationError
+from connectors.netsuite.spec import AUTH_CODE
 from connectors.registry import default_base_url
 from connectors.spec import CredentialField
-from runner import onboarding
+from runner import consent, onboarding
 from runner import onboarding_webhooks as webhooks
 from runner.onboarding import BASE_URL, NAME, PAIRS, InputError
 from storage import crud
 from storage.crypto import Vault, get_vault
+from storage.models import ConnectionPublic
 from storage.settings import get_settings
-from views._ui import database, format_time, md_code, md_escape
+from views._auth import SESSION_USER, sso_user
+from views._ui import app_url, consent_return, consent_window, database, format_time, md_code, md_escape
 
 WIZARD = "onb"  # st.session_state key of the wizard's state; widget keys start with "onb_"
 STEPS = ("Pair", "Credentials", "Ping", "Mappings", "Webhooks", "Activate")
 NEW = 0  # the "create a new one" option of a picker (ids start at 1)
 SAVED_SECRET = "saved — enter a new value to replace"
 MODE_LABELS = {"m2m": "M2M (certificate)", "auth_code": "Authorization code", "tba": "Token-based (TBA)"}
+APPROVALS = "onb_approvals"  # session key: NetSuite approvals prepared by the credentials step
+CLOSED_EARLY = "The NetSuite window was closed before access was approved: press Connect to NetSuite again."
+ORIGIN = "onboarding"  # this page's URL path, recorded on approvals started here
+GRANT_CODE_HELP = (
+    "Instead of a refresh token: in Zoho's API console choose Self Client > Generate Code with the scopes "
+    f"{consent.ZOHO_SCOPES}, and paste the code. It is exchanged for a refresh token when you save; codes "
+    "last a few minutes, work once, and only in the data centre chosen above."
+)
 
 
 def main() -> None:
@@ -41,6 +58,8 @@ def main() -> None:
     wizard = state()
     st.title("New integration")
     st.caption("Connect NetSuite to Zuora or Zoho CRM for one customer: six steps, each saved as you go.")
+    if (returned := consent_return()) is not None:
+        approval_returned(engine, vault, wizard, returned)
     progress(wizard["step"])
     STEP_PAGES[wizard["step"] - 1](engine, vault, wizard)
 
@@ -205,6 +224,12 @@ def connection_form(
             f.name: field_widget(f, settings.get(f.name, ""), f.name in saved, f"{prefix}{f.name}")
             for f in onboarding.form_fields(system, mode)
         }
+        grant_code = ""
+        if system == consent.ZOHO:
+            grant_code = st.text_input(
+                "Grant code (self client, optional)", type="password", key=f"{prefix}{consent.GRANT_CODE}",
+                help=GRANT_CODE_HELP,
+            )  # fmt: skip
         with st.expander("Advanced: base URL"):
             implied = _implied_base_url(system, settings)
             base_url = st.text_input(
@@ -214,25 +239,171 @@ def connection_form(
                 "are allowed" + (", or an emulator on this machine (sandbox mode)." if sandbox else "."),
             )  # fmt: skip
         submitted = st.form_submit_button(f"Save {spec.title} connection", key=f"onb_{system}_save")
-    if not submitted:
-        return
+    if submitted:
+        form = Form(system, loaded.id if loaded else None, prefix, name, {**values, onboarding.AUTH_MODE: mode or ""},
+                    base_url, grant_code, consent.REFRESH_TOKEN in saved)  # fmt: skip
+        save_form(engine, vault, wizard, form, sandbox=sandbox)
+    if mode == AUTH_CODE:
+        netsuite_approval(engine, vault, wizard, system, loaded, sandbox=sandbox)
+
+
+@dataclass(frozen=True)
+class Form:
+    """A submitted connection form: its widgets' key prefix and what they held."""
+
+    system: str
+    connection_id: int | None
+    prefix: str
+    name: str
+    values: dict[str, str]
+    base_url: str
+    grant_code: str
+    has_refresh_token: bool  # the connection holds one already
+
+
+def save_form(engine: Engine, vault: Vault, wizard: dict[str, Any], form: Form, *, sandbox: bool) -> None:
+    """Save the connection; or, when its refresh token is still to come, prepare the approval that brings it
+    (NetSuite) or exchange the grant code pasted for it (Zoho CRM)."""
+    common = dict(workspace_id=wizard["workspace_id"], connection_id=form.connection_id, values=form.values,
+                 name=form.name, base_url=form.base_url, sandbox=sandbox)  # fmt: skip
+    awaiting = form.values.get(onboarding.AUTH_MODE) == AUTH_CODE
+    awaiting = awaiting and not form.values.get(consent.REFRESH_TOKEN) and not form.has_refresh_token
+    connection = None
     try:
-        connection = onboarding.save_connection(
-            engine, vault, workspace_id=wizard["workspace_id"], system=system, name=name,
-            values={**values, onboarding.AUTH_MODE: mode or ""}, base_url=base_url, sandbox=sandbox,
-            connection_id=loaded.id if loaded else None,
-        )  # fmt: skip
+        if awaiting:
+            # The fields wait, encrypted, with the approval; the connection is saved once NetSuite says yes.
+            approvals()[form.system] = consent.start_netsuite_consent(
+                engine, vault, book=consent.get_book(), user=signed_in_user(), origin=ORIGIN,
+                redirect_uri=consent.redirect_uri_for(app_url(ORIGIN)), resume=copy.deepcopy(wizard), **common,
+            )  # fmt: skip
+        elif form.grant_code.strip():
+            connection = consent.exchange_zoho_grant_code(
+                engine, vault, code=form.grant_code, **common
+            ).connection
+        else:
+            connection = onboarding.save_connection(engine, vault, system=form.system, **common)
     except InputError as exc:
         show_problems(exc.problems)
         return
     # The form's widgets held the secrets as typed: drop them, and draw the next form under new keys.
-    for key in [k for k in st.session_state if str(k).startswith(prefix)]:
+    for key in [k for k in st.session_state if str(k).startswith(form.prefix)]:
         del st.session_state[key]
-    wizard["forms"][system] = generation + 1
-    wizard["connections"][system] = connection.id
-    wizard["pings"].pop(system, None)
-    st.toast(f"{spec.title} connection saved", icon=":material/check:")
+    wizard["forms"][form.system] = wizard["forms"].get(form.system, 0) + 1
+    if connection is not None:
+        wizard["connections"][form.system] = connection.id
+        wizard["pings"].pop(form.system, None)
+        st.toast(f"{onboarding.spec_of(form.system).title} connection saved", icon=":material/check:")
     st.rerun()
+
+
+def approvals() -> dict[Any, consent.ConsentStart]:
+    return st.session_state.setdefault(APPROVALS, {})
+
+
+def netsuite_approval(
+    engine: Engine,
+    vault: Vault,
+    wizard: dict[str, Any],
+    system: str,
+    loaded: ConnectionPublic | None,
+    *,
+    sandbox: bool,
+) -> None:
+    """Connect to NetSuite: the approval prepared by the form just saved, or, for a connection saved in
+    authorization code mode already, a new approval that renews its refresh token."""
+    book = consent.get_book()
+    start = approvals().get(system)
+    if start is not None and not book.is_open(start.state):
+        approvals().pop(system, None)
+        start = None
+    if start is None and loaded is not None and loaded.settings.get(onboarding.AUTH_MODE) == AUTH_CODE:
+        try:
+            start = consent.reuse_or_start(
+                book, approvals(), ("saved", loaded.id),
+                lambda: consent.start_netsuite_consent(
+                    engine, vault, book=book, user=signed_in_user(), connection_id=loaded.id, sandbox=sandbox,
+                    redirect_uri=consent.redirect_uri_for(app_url(ORIGIN)), origin=ORIGIN,
+                    resume=copy.deepcopy(wizard),
+                ),
+            )  # fmt: skip
+        except (InputError, LookupError) as exc:
+            st.warning(f"Approval in NetSuite cannot start: {md_escape(str(exc))}", icon=":material/warning:")
+            return
+    if start is None:
+        st.caption(
+            "Save the form, then approve access in NetSuite: that gives the refresh token, so leave it empty."
+        )
+        return
+    st.info(
+        "Approve access in NetSuite: sign in there with the role the integration should use and choose "
+        "Allow. The connection is saved with the refresh token NetSuite gives.",
+        icon=":material/open_in_new:",
+    )
+    returned = consent_window(
+        url=start.url, state=start.state, label="Connect to NetSuite", key=f"onb_connect_{system}"
+    )
+    st.caption(f"Redirect URI on the integration record: {md_code(start.redirect_uri)}")
+    if returned is None:
+        return
+    approvals().pop(system, None)
+    if returned.get("closed"):
+        outcome = consent.consent_outcome(book, state=str(returned.get("state")), user=signed_in_user())
+        if not isinstance(outcome, consent.Approved):
+            st.error(
+                md_escape(outcome.message if outcome is not None else CLOSED_EARLY), icon=":material/error:"
+            )
+            return
+        approved = outcome
+    else:
+        try:
+            approved = finish(engine, vault, returned)
+        except consent.ConsentError as exc:
+            st.error(md_escape(exc.message), icon=":material/error:")
+            return
+    apply_approval(wizard, approved)
+    st.toast(approved.message, icon=":material/check:")
+    st.rerun()
+
+
+def approval_returned(
+    engine: Engine, vault: Vault, wizard: dict[str, Any], returned: Mapping[str, str]
+) -> None:
+    """NetSuite sent this tab back with the outcome in its address (the approval was made here rather than
+    in a pop-up): finish it, and carry on where the wizard was."""
+    try:
+        approved = finish(engine, vault, returned)
+    except consent.ConsentError as exc:
+        st.error(md_escape(exc.message), icon=":material/error:")
+        return
+    if wizard["workspace_id"] is None and approved.origin == ORIGIN and approved.resume:
+        wizard.update(copy.deepcopy(approved.resume))  # a new browser session: the wizard as it was
+    apply_approval(wizard, approved)
+    st.success(md_escape(approved.message), icon=":material/check_circle:")
+
+
+def finish(engine: Engine, vault: Vault, returned: Mapping[str, Any]) -> consent.Approved:
+    return consent.finish_netsuite_consent(
+        engine, vault, book=consent.get_book(), user=signed_in_user(), state=str(returned.get("state") or ""),
+        code=str(returned.get("code") or ""), error=str(returned.get("error") or ""),
+        error_description=str(returned.get("error_description") or ""), sandbox=get_settings().sandbox,
+    )  # fmt: skip
+
+
+def apply_approval(wizard: dict[str, Any], approved: consent.Approved) -> None:
+    """The approved connection becomes the wizard's, with the ping made right after as its ping."""
+    system = approved.connection.system
+    wizard["connections"][system] = approved.connection.id
+    wizard["forms"][system] = wizard["forms"].get(system, 0) + 1
+    if approved.ping is None:
+        wizard["pings"].pop(system, None)
+    else:
+        ping = approved.ping
+        wizard["pings"][system] = {"ok": ping.ok, "latency_ms": ping.latency_ms, "message": ping.message}
+
+
+def signed_in_user() -> str:
+    """Who is signed in (app.py lets no page run otherwise): approvals are bound to them."""
+    return sso_user() or str(st.session_state.get(SESSION_USER) or "")
 
 
 def field_widget(spec_field: CredentialField, current: str, saved: bool, key: str) -> str:
