@@ -12,6 +12,12 @@ sampled twice a second; VmHWM is its peak. Target: flat (over the second half of
 peaks within 10 % of the first half's peak; the slope is printed too) and under 300 MiB. The issue asks for 100,000 records; that alone takes
 minutes on a 2-core machine, so the default run does fewer and `--backfill 100000` does the full one.
 
+Beside them, in the same run, a bare httpx2 client (as shipped: its default network backend, uvloop, ten
+calls in flight) in a child process of its own makes `--bare-calls` GETs to the same zero-latency
+emulator; its CPU per call is the yardstick the runner's figure is divided by. The machine's speed
+moves the absolute figures (the same commit measured 2.3–2.8 times slower on one day than another),
+so "runner CPU per record ÷ one bare HTTP call" is the figure to compare across runs.
+
 `--profile` samples the runner with py-spy during the CPU runs and prints where its CPU goes.
 Prints tables and writes bench/results/overhead.json.
 """
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -27,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    REPO,
     RESULTS,
     MemorySampler,
     Target,
@@ -50,6 +59,45 @@ FLAT = 0.10  # the second half's peak may exceed the first half's by this share 
 SAMPLE_EVERY = 0.5  # seconds between memory samples
 TIMEOUT_RATE = 10.0  # records/s below which a run is given up (a broken setup, not a slow machine)
 FLOWS = (("customer_account", "NetSuite → Zuora"), ("customer_zoho", "NetSuite → Zoho"))
+BARE_CALLS = 3_000  # GETs the bare client makes for the yardstick
+# The yardstick: a bare httpx2 client, its CPU per call. A small authenticated-path GET that the emulator
+# refuses at once (401, a short JSON body): the cheapest real round trip, no work on our side.
+_BARE_CLIENT = """
+import asyncio, sys, time
+import httpx2, uvloop
+
+async def main(url: str, count: int) -> None:
+    limits = httpx2.Limits(max_connections=10, max_keepalive_connections=10)
+    async with httpx2.AsyncClient(limits=limits) as client:
+        gate = asyncio.Semaphore(10)
+
+        async def one() -> None:
+            async with gate:
+                (await client.get(url)).json()
+
+        await asyncio.gather(*(one() for _ in range(200)))  # the pool filled, the code paths warm
+        started = time.process_time()
+        await asyncio.gather(*(one() for _ in range(count)))
+        print(1000 * (time.process_time() - started) / count)
+
+uvloop.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def bare_call_ms(workdir: Path, calls: int) -> float:
+    """The yardstick: a bare httpx2 client's CPU per GET against a zero-latency emulator, in a child."""
+    with running_stack(workdir, zuora_rate_limit=LIFTED_RATE_LIMIT) as stack:
+        url = f"{stack.sandbox.credentials.zuora_url}/v1/accounts/yardstick"
+        note(f"bare httpx2 client: {calls:,} GETs to the zero-latency Zuora emulator")
+        done = subprocess.run(
+            [sys.executable, "-c", _BARE_CLIENT, url, str(calls)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def cpu_runs(workdir: Path, records: int, profile: bool) -> list[tuple[str, BackfillRun, dict[str, Any]]]:
@@ -126,10 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=None, help="customers per flow for the CPU runs")
     parser.add_argument("--backfill", type=int, default=None, help="customers in the memory run")
     parser.add_argument("--profile", action="store_true", help="sample the runner with py-spy (CPU runs)")
+    parser.add_argument(
+        "--bare-calls", type=int, default=BARE_CALLS, help="GETs for the bare-client yardstick"
+    )
     args = parser.parse_args(argv)
     records = args.records or (QUICK_RECORDS if args.quick else RECORDS)
     backfill = args.backfill or (QUICK_BACKFILL if args.quick else BACKFILL)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        bare = bare_call_ms(Path(tmp), args.bare_calls)
         runs = cpu_runs(Path(tmp), records, args.profile)
         memory = memory_run(Path(tmp), backfill)
     big: BackfillRun = memory["run"]
@@ -142,14 +194,16 @@ def main(argv: list[str] | None = None) -> int:
             run.overall_per_second,
             run.runner_cpu_seconds,
             run.cpu_ms_per_record,
+            run.cpu_ms_per_record / bare,
         )
         for title, run in every
     ]
     print_table(
         "runner CPU with zero-latency emulators (runner in its own process; SQLite)",
-        ("flow", "records", "seconds", "records/s", "runner CPU s", "runner CPU ms/record"),
+        ("flow", "records", "seconds", "records/s", "runner CPU s", "runner CPU ms/record", "÷ bare call"),
         rows,
     )
+    print(f"\nyardstick: a bare httpx2 GET costs its client {bare:.3f} ms of CPU on this machine, this run")
     samples = memory["samples"]
     step = max(1, len(samples) // 12)
     shown = [*samples[::step], *([samples[-1]] if samples and samples[-1] is not samples[::step][-1] else [])]
@@ -190,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "what": "runner CPU per synced record (zero-latency emulators) and memory through a Zoho backfill",
             "concurrency": CONCURRENCY,
+            "bare_httpx2_call_cpu_ms": bare,
             "cpu_runs": [{"title": t, **run.as_dict(), "profile": p} for t, run, p in runs],
             "memory": {**memory, "run": big.as_dict()},
         },
