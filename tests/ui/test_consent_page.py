@@ -330,3 +330,20 @@ def test_wizard_says_what_to_fix_when_zoho_refuses_the_grant_code(
     assert "invalid_client" in error.value and "data centre" in error.value
     assert "not-the-secret-5f3a" not in error.value
     assert crud.list_connections(get_engine()) == []
+
+
+def test_a_tab_netsuite_sends_back_to_another_page_is_routed_to_connections_to_finish(
+    sandbox: Sandbox, workspace_id: int
+) -> None:
+    # A tab that NetSuite sent straight back (no pop-up) starts a new session: after signing in it lands
+    # on the default page; the app routes the approval to the Connections page, which finishes it.
+    connection_id = netsuite_connection(sandbox, workspace_id)
+    returned = approve_in_netsuite(connect_button(open_page(CONNECTIONS), f"connect_{connection_id}")["url"])
+    fresh = signed_in(AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT))
+
+    fresh = come_back(fresh, returned)
+
+    [success] = fresh.success
+    assert "NetSuite connection 'NetSuite SB1' updated with a new refresh token" in success.value
+    assert stored_secrets(connection_id)["refresh_token"]
+    assert not fresh.query_params.get("code")
