@@ -70,22 +70,16 @@ def ping_connection(
     problems = SYSTEMS[system].spec.validate({**settings, **secrets})
     if problems:
         return PingResult(system, False, 0.0, "; ".join(problems.values()), reaction="config")
-    budget = refresh_budget or app_budget(system, base_url=base_url, secrets=secrets)
     try:
-
-        async def work(http: httpx2.AsyncClient) -> PingResult:
-            client = build_client(
-                system,
-                base_url=base_url,
-                settings=settings,
-                secrets=secrets,
-                sandbox=sandbox,
-                http=http,
-                tokens_from=_tokens_from(budget),
-            )
-            return await ping(client)
-
-        return run(work)
+        return with_client(
+            system,
+            base_url=base_url,
+            settings=settings,
+            secrets=secrets,
+            sandbox=sandbox,
+            call=ping,
+            refresh_budget=refresh_budget,
+        )
     except ConfigurationError as exc:  # refused before any call: a host outside the system's list
         return PingResult(system, False, 0.0, exc.message, reaction="config")
 

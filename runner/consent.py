@@ -43,7 +43,7 @@ from connectors.errors import ConfigurationError, ConnectorError
 from connectors.netsuite.client import NetSuiteClient
 from connectors.netsuite.spec import AUTH_CODE
 from connectors.ping import PingResult
-from connectors.registry import default_base_url
+from connectors.registry import SYSTEMS, default_base_url
 from connectors.sync import run, with_client
 from connectors.zoho.client import exchange_grant_code
 from runner import onboarding
@@ -293,18 +293,9 @@ def start_netsuite_consent(
     field not required here. The fields are kept encrypted with the approval until it is finished.
     Raises InputError naming each field to fix, LookupError for an unknown connection.
     """
-    stored: dict[str, Any] = {}
-    if connection_id is not None:
-        connection = crud.get_connection(engine, connection_id=connection_id)
-        if connection is None or connection.system != NETSUITE:
-            raise LookupError(f"no NetSuite connection {connection_id}")
-        stored = {**connection.settings, **crud.connection_secrets(vault, connection)}
-        workspace_id = connection.workspace_id
-        name = name or connection.name
-        base_url = base_url or connection.base_url
-    if workspace_id is None:
-        raise LookupError("a new connection needs its workspace")
-    fields = {**stored, **{k: v for k, v in (values or {}).items() if v}}
+    workspace_id, name, base_url, fields = _entered(
+        engine, vault, NETSUITE, connection_id, workspace_id, name, base_url, values
+    )
     if fields.get(AUTH_MODE) != AUTH_CODE:
         raise InputError(
             {AUTH_MODE: "Approval in NetSuite is for the Authorization code mode: choose it first"}
@@ -496,18 +487,9 @@ def exchange_zoho_grant_code(
     centre, the only one that knows it. Raises InputError: per field for the form, under "grant_code"
     for Zoho's refusal, saying what to fix.
     """
-    stored: dict[str, Any] = {}
-    if connection_id is not None:
-        connection = crud.get_connection(engine, connection_id=connection_id)
-        if connection is None or connection.system != ZOHO:
-            raise LookupError(f"no Zoho CRM connection {connection_id}")
-        stored = {**connection.settings, **crud.connection_secrets(vault, connection)}
-        workspace_id = connection.workspace_id
-        name = name or connection.name
-        base_url = base_url or connection.base_url
-    if workspace_id is None:
-        raise LookupError("a new connection needs its workspace")
-    fields = {**stored, **{k: v for k, v in (values or {}).items() if v}}
+    workspace_id, name, base_url, fields = _entered(
+        engine, vault, ZOHO, connection_id, workspace_id, name, base_url, values
+    )
     code = code.strip()
     if not code:
         raise InputError(
@@ -547,6 +529,32 @@ def exchange_zoho_grant_code(
 
 
 # --- shared ----------------------------------------------------------------------------------------
+
+
+def _entered(
+    engine: Engine,
+    vault: Vault,
+    system: str,
+    connection_id: int | None,
+    workspace_id: int | None,
+    name: str,
+    base_url: str,
+    values: Mapping[str, Any] | None,
+) -> tuple[int, str, str, dict[str, Any]]:
+    """(workspace id, name, base URL, fields) of a saved connection (`connection_id`, its fields
+    overridden by non-empty `values`) or of a new one of `workspace_id` from form `values`."""
+    stored: dict[str, Any] = {}
+    if connection_id is not None:
+        connection = crud.get_connection(engine, connection_id=connection_id)
+        if connection is None or connection.system != system:
+            raise LookupError(f"no {SYSTEMS[system].spec.title} connection {connection_id}")
+        stored = {**connection.settings, **crud.connection_secrets(vault, connection)}
+        workspace_id = connection.workspace_id
+        name = name or connection.name
+        base_url = base_url or connection.base_url
+    if workspace_id is None:
+        raise LookupError("a new connection needs its workspace")
+    return workspace_id, name, base_url, {**stored, **{k: v for k, v in (values or {}).items() if v}}
 
 
 def _checked(
