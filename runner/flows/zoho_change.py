@@ -134,7 +134,8 @@ class ZohoChange:
             return _skip(
                 "", f"gone: {module_name} {record_id} no longer exists in Zoho (deleted since the notice)"
             )
-        known = await to_thread.run_sync(_known, ctx.engine, ctx.integration.id or 0, module, record_id)
+        hint = str((record or {}).get(MATCH_FIELD) or "").strip()
+        known = await to_thread.run_sync(_known, ctx.engine, ctx.integration.id or 0, module, record_id, hint)
         # Targets → the Zoho field each reads; the mapped payload's own flows_back (a replayed payload's
         # mapping version) adds targets the current spec no longer has, with no field to check echoes by.
         own = {t: None for t in mapped.flows_back if t.startswith(f"{module.record}.")}
@@ -197,19 +198,28 @@ def split_source_id(source_id: str) -> tuple[str, str]:
     return module, record_id
 
 
-def _known(engine: Engine, integration_id: int, module: Module, zoho_id: str) -> _Known:
+def _known(
+    engine: Engine, integration_id: int, module: Module, zoho_id: str, netsuite_id: str = ""
+) -> _Known:
+    """`netsuite_id`: the record's own NetSuite_Id. A record our forward flow is creating right now has a
+    link with no target yet (it is set when the create returns): found by its source id instead, so the
+    notice Zoho sends for our own create waits for that create's audit rather than racing it."""
     mapping = crud.active_mapping(engine, integration_id=integration_id, flow=FLOW)
     spec = mapping.spec if mapping is not None else DEFAULT_MAPPING
+    forward = (col(Link.integration_id) == integration_id, col(Link.flow) == module.forward_flow)
     with session_scope(engine) as session:
         link = session.exec(
-            select(Link)
-            .where(
-                col(Link.integration_id) == integration_id,
-                col(Link.flow) == module.forward_flow,
-                col(Link.target_id) == zoho_id,
-            )
-            .order_by(col(Link.updated_at).desc())
+            select(Link).where(*forward, col(Link.target_id) == zoho_id).order_by(col(Link.updated_at).desc())
         ).first()
+        if link is None and netsuite_id:
+            link = session.exec(
+                select(Link).where(
+                    *forward,
+                    col(Link.source_id) == netsuite_id,
+                    col(Link.target_id).is_(None),
+                    col(Link.claimed_until) > utcnow(),  # being created now, not a create that failed
+                )
+            ).first()
         last = session.exec(
             select(AuditRecord)
             .where(

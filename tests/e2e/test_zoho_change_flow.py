@@ -251,3 +251,37 @@ def test_our_own_writes_to_zoho_are_not_echoed_back_and_a_persons_edit_is(
     assert records[2].response is not None and str(records[2].response["skipped"]).startswith("echo: ")
     assert len(netsuite_patches(stack)) == 1  # the person's edit, once; never our own values
     assert netsuite_record(stack, "customer", netsuite_id)["url"] == "echo.example"
+
+
+def test_the_notice_of_our_own_create_waits_while_the_create_is_in_flight(
+    stack: Stack, engine: Engine, vault: Vault, settings: Settings
+) -> None:
+    # Zoho tells the channel about a record the moment our upsert creates it, before our forward flow has
+    # stored the new record's id in its link: the link, still claimed and without a target, is found by
+    # the record's NetSuite_Id, and the notice waits rather than judging our own values a person's.
+    open_channel(stack, engine, vault, settings)
+    netsuite_id = stack.netsuite.seed("customer", {"companyName": "In Flight Co", "phone": "555-0400"})
+    with session_scope(engine, write=True) as session:
+        session.add(
+            Link(
+                integration_id=stack.zoho_integration_id,
+                flow=FORWARD_FLOWS["customer"],
+                source_system="netsuite",
+                source_id=netsuite_id,
+                target_system="zoho",
+                idempotency_key=uuid.uuid4().hex,
+                claimed_by="job:4242",  # the forward flow's create, still waiting for Zoho's answer
+                claimed_until=utcnow() + timedelta(minutes=5),
+            )
+        )
+    zoho_id = stack.zoho.seed(
+        "Accounts",
+        {"Account_Name": "In Flight Co", "Phone": "555-0400", "NetSuite_Id": netsuite_id},
+        notify=True,
+    )
+
+    waiting = wait_for(lambda: change_audits(engine, f"Accounts/{zoho_id}"), what="the notice's first try")
+
+    assert waiting[0].outcome == Outcome.RETRYING
+    assert "not audited yet" in (waiting[0].error_message or "")
+    assert not succeeded(engine, f"Accounts/{zoho_id}")  # never judged "unchanged" while ours is in flight
