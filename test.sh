@@ -25,7 +25,14 @@ echo "== ruff"
 .venv/bin/ruff format --check . || exit 1
 
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Two workers by default (ML_CONNECTOR_TEST_WORKERS=0 for one process); heavy tests keep to one worker per
+# kind (tests/conftest.py), so two of them never run at once.
+workers="${ML_CONNECTOR_TEST_WORKERS:-2}"
+if [ "$workers" = "0" ]; then
+    .venv/bin/python -m pytest "$@"
+else
+    .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+fi
 status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: that is a failure, not a pass." >&2

@@ -31,7 +31,7 @@ def _first_start(data_dir: str, barrier: Any, keys: Any) -> None:
 def test_load_keys_processes_starting_together_all_read_one_whole_key(tmp_path: Path) -> None:
     # The UI and the runner started by hand at the same moment: whichever creates the key file, the
     # other must never read it empty or half-written, and both must use the same key.
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # cheap to start; the child only calls load_keys
     for attempt in range(5):
         data_dir = tmp_path / f"start-{attempt}"
         barrier = context.Barrier(4)
