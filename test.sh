@@ -25,13 +25,14 @@ echo "== ruff"
 .venv/bin/ruff format --check . || exit 1
 
 echo "== pytest"
-# Two workers by default (ML_CONNECTOR_TEST_WORKERS=0 for one process); heavy tests keep to one worker per
-# kind (tests/conftest.py), so two of them never run at once.
+# Two worker processes by default (ML_CONNECTOR_TEST_WORKERS=0 for one): the suite waits on loopback servers
+# more than it computes. Each test file stays on one worker, in order (module-scoped stacks, and the
+# fuzzing summary test reads what its file's property tests saw).
 workers="${ML_CONNECTOR_TEST_WORKERS:-2}"
 if [ "$workers" = "0" ]; then
     .venv/bin/python -m pytest "$@"
 else
-    .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+    .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 fi
 status=$?
 if [ "$status" -eq 5 ]; then

@@ -140,17 +140,3 @@ def module_vault() -> Vault:
 @pytest.fixture(scope="module")
 def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return quick_settings(tmp_path_factory.mktemp("data"))
-
-
-# Under pytest-xdist (./test.sh runs two workers), tests that start runner processes of their own, a
-# browser, or the whole product share one worker each kind, one test at a time: two of them at once on
-# two cores starve each other's leases and deadlines. Everything else spreads over both workers.
-HEAVY = {"tests/reliability/": "runner-processes", "tests/ui/test_browser": "browser"}
-HEAVY["tests/e2e/test_start_command.py"] = "runner-processes"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = next((name for prefix, name in HEAVY.items() if item.nodeid.startswith(prefix)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
