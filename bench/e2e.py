@@ -2,7 +2,8 @@
 latency and concurrency limits, as a share of the ceiling. `python -m bench.e2e [--quick]`.
 
 Every emulator answers each API call after 0.3 s and refuses (429) calls beyond its concurrency limit:
-NetSuite 5, Zuora 40, Zoho 10 in flight (Zuora also keeps its sandbox limit of 2,500 calls a minute).
+NetSuite 5, Zuora 40, Zoho 10 in flight (Zuora's per-minute request limit is lifted: the ceiling is the
+issue's, from concurrency and latency).
 The runner (`python -m runner`, a child process, default settings, SQLite) backfills every NetSuite
 customer through one flow, then the other; a record counts when its audit record says it succeeded.
 
@@ -25,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import Target, note, print_table, print_targets, warn_if_busy, write_results
-from bench.stack import BackfillRun, Stack, running_stack
+from bench.stack import LIFTED_RATE_LIMIT, BackfillRun, Stack, running_stack
 
 LATENCY = 0.3  # seconds every emulator takes to answer an API call
 CONCURRENCY = {"netsuite": 5, "zuora": 40, "zoho": 10}  # API calls each emulator takes at once
 TARGET_SHARE = 0.90  # of the ceiling, at least
 TARGET_429 = 0.01  # share of API calls answered 429, below
-RECORDS = {"customer_account": 400, "customer_zoho": 600}  # customers each backfill syncs
-QUICK_RECORDS = {"customer_account": 150, "customer_zoho": 250}
+# Customers each backfill syncs: about 20-35 s at each flow's ceiling (NetSuite → Zuora runs at Zuora's
+# 131/s now that customers are read in bulk; NetSuite → Zoho at NetSuite's 16.7/s).
+RECORDS = {"customer_account": 3_000, "customer_zoho": 600}
+QUICK_RECORDS = {"customer_account": 1_000, "customer_zoho": 250}
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,10 @@ FLOWS = (
         "customer_account",
         "NetSuite → Zuora",
         (
-            Leg("netsuite", 1, "GET the customer"),
-            # customer_account runs in batches of 50: one Object Query (crmid.IN) per batch, a POST each.
+            # customer_account runs in batches of 50: the customers read with one SuiteQL query (the
+            # default mapping reads only fields SuiteQL gives as the record API does), one Object Query
+            # (crmid.IN) per batch, a POST each.
+            Leg("netsuite", 1 / 50, "one SuiteQL query per 50 customers"),
             Leg("zuora", 1 + 1 / 50, "POST /v1/accounts, plus one Object Query by crmId per 50"),
         ),
     ),
@@ -122,9 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     for flow in FLOWS:
         sizes[flow.flow] = getattr(args, flow.flow) or sizes[flow.flow]
     runs: list[tuple[FlowUnderTest, BackfillRun, float, list[str]]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, running_stack(Path(tmp)) as stack:
+    # The ceiling is the issue's: concurrency ÷ latency × records per call. Zuora's per-minute request
+    # limit is lifted (as in bench.overhead) so that this ceiling, not a fixed window a short run never
+    # fills, is what the runner is measured against.
+    stack_at = running_stack
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp,
+        stack_at(Path(tmp), zuora_rate_limit=LIFTED_RATE_LIMIT) as stack,
+    ):
         stack.set_faults(LATENCY, CONCURRENCY)
-        per_minute = {"zuora": stack.sandbox.zuora.rate_limit_per_minute}
+        per_minute: dict[str, int] = {}
         with stack.runner() as runner:
             # Each backfill reads the whole customer table: the smaller flow goes first, then more
             # customers are seeded for the larger one.

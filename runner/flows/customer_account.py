@@ -32,9 +32,10 @@ LINK_BUSY_RETRY = 2.0  # seconds to wait when another worker is creating the sam
 # Records a batch takes: its crmId lookups go out as one Object Query (at most 99 ids a page), its
 # creates one per record, under the Zuora connection's concurrency cap.
 BATCH = 50
-# Zuora writes this flow's batches keep in flight together, per Zuora connection: enough to overlap
-# Zuora's latency well past NetSuite's pace (the fetches bound a batch), few enough that the connection
-# pool stays small (httpcore checks each idle pooled connection on every request it assigns).
+# Zuora writes this flow's batches keep in flight together, per Zuora connection: the connection's own
+# concurrency cap (its `max_concurrency`, Zuora's default 40), so that with the customers read in bulk
+# (one SuiteQL query a batch) Zuora's limit, not ours, bounds the flow. This default is for a client
+# built without a cap.
 WRITES_IN_FLIGHT = 10
 _SLOTS: weakref.WeakKeyDictionary[ZuoraClient, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
@@ -272,7 +273,7 @@ def _write_slots(zuora: ZuoraClient) -> asyncio.Semaphore:
     """The write slots of one Zuora client, shared by every batch writing through it."""
     slots = _SLOTS.get(zuora)
     if slots is None:
-        slots = _SLOTS[zuora] = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        slots = _SLOTS[zuora] = asyncio.Semaphore(zuora.max_concurrency or WRITES_IN_FLIGHT)
     return slots
 
 
