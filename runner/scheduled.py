@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -98,25 +99,34 @@ class ScheduledWork:
             scheduler.add_job(work, "interval", seconds=self.alert_every, id=name, max_instances=1)
 
     async def singleton(self, name: str, work: object, every: float) -> None:
-        """Run `work` only on the runner holding lease `name` (held for two intervals, renewed each run and
-        every half interval while a run lasts; a run whose lease is lost is stopped)."""
+        """Run `work` only on the runner holding lease `name` (held for two intervals from each run's
+        start, renewed while a run outlasts an interval; a run whose lease is lost is stopped)."""
+        ttl = 2 * every
+        asked = time.monotonic()
         held = await to_thread.run_sync(
-            partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=2 * every)
+            partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=ttl)
         )
         if not held:
             return
+        expires = asked + ttl
         run = asyncio.ensure_future(work())  # type: ignore[operator]
         lost = False
         try:
-            # Renew the lease every half interval while the work runs: a run that outlasts its lease (a
-            # throttled NetSuite making a poll slow) must not let another runner start the same work.
+            # A run that outlasts its lease (a throttled NetSuite making a poll slow) must not let another
+            # runner start the same work: every half interval, a lease with an interval or less left is
+            # renewed, so it never has less than half an interval left. A run shorter than an interval
+            # (nearly all) never renews: the lease's holder changes hands only at run starts.
             while not run.done():
                 await asyncio.wait({run}, timeout=every / 2)
                 if run.done():
                     break
+                if expires - time.monotonic() > every:
+                    continue
+                asked = time.monotonic()
                 renewed = await to_thread.run_sync(
-                    partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=2 * every)
+                    partial(leases.acquire, self.engine, name, holder=self.pool.name, ttl=ttl)
                 )
+                expires = asked + ttl
                 if not renewed:
                     log.warning("scheduled %s: lease lost to another runner; stopping this run", name)
                     lost = True

@@ -466,7 +466,7 @@ def overlap(name: str, taken: list[Acquisition], turns: list[int], runners: list
         )
     lines.append(
         "More calls in a turn than one run makes means two runs overlapped: a runner did the work without "
-        "the lease, or a run outlasted its lease (taken for 2 intervals, not renewed while the work runs) "
+        "the lease, or a run outlasted its lease (taken for 2 intervals, renewed once a run outlasts one) "
         "and another runner took it over."
     )
     return "\n".join(lines)
