@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.common import Target, note, print_table, print_targets, warn_if_busy, write_results
 from bench.stack import LIFTED_RATE_LIMIT, BackfillRun, Stack, running_stack
+from runner.flows.customer_account import BATCH
 
 LATENCY = 0.3  # seconds every emulator takes to answer an API call
 CONCURRENCY = {"netsuite": 5, "zuora": 40, "zoho": 10}  # API calls each emulator takes at once
@@ -66,8 +67,8 @@ FLOWS = (
             # customer_account runs in batches of 50: the customers read with one SuiteQL query (the
             # default mapping reads only fields SuiteQL gives as the record API does), one Object Query
             # (crmid.IN) per batch, a POST each.
-            Leg("netsuite", 1 / 50, "one SuiteQL query per 50 customers"),
-            Leg("zuora", 1 + 1 / 50, "POST /v1/accounts, plus one Object Query by crmId per 50"),
+            Leg("netsuite", 1 / BATCH, f"one SuiteQL query per {BATCH} customers"),
+            Leg("zuora", 1 + 1 / 99, "POST /v1/accounts, plus one Object Query by crmId per 99"),
         ),
     ),
     FlowUnderTest(
