@@ -128,9 +128,13 @@ class Stack:
             yield started.wait_ready()
 
     def set_faults(self, latency: float, limits: dict[str, int | None]) -> None:
-        """The same latency on every emulator's API calls, and each one's concurrency cap."""
+        """The same latency on every emulator's API calls, and each one's concurrency cap. The latency is
+        each call's whole time, arrival to answer (`latency_is_total`): the emulators share this process
+        and its cores with the load, so their own work, added on top, would be measured as the runner's."""
         for name, emulator in self.emulators().items():
-            emulator.faults.configure({"latency": latency, "concurrency_limit": limits.get(name)})
+            emulator.faults.configure(
+                {"latency": latency, "latency_is_total": True, "concurrency_limit": limits.get(name)}
+            )
 
     def seed_customers(self, total: int) -> int:
         """Add NetSuite customers (nobody notified) until there are `total`; returns how many there are."""

@@ -138,7 +138,10 @@ RANDOM_5XX = (500, 502, 503, 504)  # what `rate_5xx` answers with, picked at ran
 class Faults:
     """Latency, failures and a concurrency cap, shared by the test thread and the server.
 
-    Deterministic faults: `latency` (seconds) is added before answering each API call; `fail_next(status,
+    Deterministic faults: `latency` (seconds) is added before answering each API call, or, with
+    `latency_is_total`, is the time each API call takes from its arrival to its answer, the emulator's own
+    work included (as a remote system's latency is: a benchmark then measures the client against exactly
+    that latency, not that plus the emulator's CPU); `fail_next(status,
     count)` makes the next `count` API calls answer `status` in the system's own error shape;
     `concurrency_limit` caps API calls in flight (None = no cap).
 
@@ -160,6 +163,7 @@ class Faults:
         self._random = random.Random(seed)
         self.latency = 0.0  # seconds
         self.latency_jitter = 0.0  # seconds: up to this much more, uniform, per API call
+        self.latency_is_total = False  # the latency counts from the call's arrival, the work included
         self.concurrency_limit = concurrency_limit
         self.include_token_endpoints = False
         self.rate_429 = 0.0  # share of API calls answered 429
@@ -267,6 +271,8 @@ class Faults:
             self.latency = max(0.0, float(payload["latency"]))
         if "latency_jitter" in payload:
             self.latency_jitter = max(0.0, float(payload["latency_jitter"]))
+        if "latency_is_total" in payload:
+            self.latency_is_total = bool(payload["latency_is_total"])
         if "concurrency_limit" in payload:
             limit = payload["concurrency_limit"]
             self.concurrency_limit = None if limit is None else int(limit)
@@ -299,6 +305,7 @@ class Faults:
             self._next_expiry = None
             self.rate_429 = self.rate_5xx = 0.0
         self.latency = self.latency_jitter = self.token_latency = 0.0
+        self.latency_is_total = False
         self.expire_tokens_every = None
         self.concurrency_limit = self._default_limit
         self.include_token_endpoints = False
@@ -309,6 +316,7 @@ class Faults:
         return {
             "latency": self.latency,
             "latency_jitter": self.latency_jitter,
+            "latency_is_total": self.latency_is_total,
             "concurrency_limit": self.concurrency_limit,
             "include_token_endpoints": self.include_token_endpoints,
             "rate_429": self.rate_429,
@@ -646,7 +654,9 @@ class EmulatorMiddleware:
             return
         try:
             delay = faults.delay()
-            if delay > 0:
+            if delay > 0 and faults.latency_is_total:
+                send = _answer_at(asyncio.get_running_loop().time() + delay, send)
+            elif delay > 0:
                 await asyncio.sleep(delay)
             status = faults.take_failure()
             if status is not None:
@@ -672,6 +682,19 @@ class EmulatorMiddleware:
             await send(message)
 
         return wrapped
+
+
+def _answer_at(deadline: float, send: Send) -> Send:
+    """`send`, holding the answer back until `deadline` (event-loop time) when the work was quicker."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            wait = deadline - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await send(message)
+
+    return wrapped
 
 
 # ---------------------------------------------------------------------------------------------

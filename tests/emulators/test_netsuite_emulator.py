@@ -989,6 +989,37 @@ def test_latency_delays_api_answers(
     assert time.monotonic() - started >= 0.2
 
 
+def test_total_latency_counts_the_emulators_own_work(
+    netsuite: NetSuiteEmulator,
+    ns_http: httpx2.Client,
+    ns_auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With latency_is_total the answer leaves `latency` after the call arrived, however long the work took
+    # (up to that): a slow route (0.15 s of work here) no longer adds to the 0.3 s.
+    snapshot = ns_http.post("/_emulator/faults", json={"latency": 0.3, "latency_is_total": True}).json()
+    assert snapshot["latency_is_total"] is True
+    work = netsuite.find
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.15)
+        return work(*args, **kwargs)
+
+    monkeypatch.setattr(netsuite, "find", slow)
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        answer = ns_http.get(f"{RECORD}/customer/1", headers=ns_auth)
+        timings.append(time.monotonic() - started)
+    assert answer.status_code == 404  # the route ran; its answer waited for the deadline
+    assert all(0.3 <= took < 0.44 for took in timings), timings
+
+    ns_http.post("/_emulator/faults", json={"latency_is_total": False})
+    started = time.monotonic()
+    ns_http.get(f"{RECORD}/customer/1", headers=ns_auth)
+    assert time.monotonic() - started >= 0.3
+
+
 # Test hooks --------------------------------------------------------------------------------------
 
 
