@@ -27,6 +27,7 @@ Progress for the app: `backfill_progress` and `list_backfills` (storage.backfill
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any
@@ -117,14 +118,27 @@ async def execute(services: Services, job: Job, *, worker: str) -> str:
         client = await _netsuite(services, job, flow)
         table, where = source_table(flow)
         total = job.payload.get("total")
-        if total is None:
-            total = await count_rows(client, table, where)
         after = str(job.payload.get("after_id") or "0")
-        body = await client.suiteql_page(
-            keyset_query("id", table, where=where, after=int(after)), limit=PAGE, offset=0
-        )
-        ids = page_ids(body, after=after, table=table)
+        # The first page goes out with the count beside it, not after it: the jobs of a small table are
+        # queued one round trip sooner, and a table that fits in one page needs no count at all.
+        counting = asyncio.ensure_future(count_rows(client, table, where)) if total is None else None
+        if counting is not None:  # a count left behind may fail unawaited: that is no news
+            counting.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            body = await client.suiteql_page(
+                keyset_query("id", table, where=where, after=int(after)), limit=PAGE, offset=0
+            )
+            ids = page_ids(body, after=after, table=table)
+        except BaseException:
+            if counting is not None:
+                counting.cancel()
+            raise
         last = len(ids) < PAGE
+        if counting is not None and last:
+            counting.cancel()  # the whole table was this page
+            total = len(ids)
+        elif counting is not None:
+            total = await counting
         result = await to_thread.run_sync(
             partial(
                 backfills.record_page,
