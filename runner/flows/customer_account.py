@@ -7,7 +7,7 @@ and updated instead of duplicated.
 
 The worker hands this flow up to BATCH jobs of one integration at once (`write_batch`): each record is
 fetched, mapped, claimed, written and audited on its own as before, but the crmId lookups of the whole
-batch go out as one Object Query (`crmid.IN:[...]`) instead of one per record.
+batch go out as Object Queries (`crmid.IN:[...]`) of up to 99 ids, all at once, instead of one per record.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from anyio import to_thread
 
 from connectors.errors import RemoteError
 from connectors.netsuite.client import NetSuiteClient
-from connectors.zuora.client import ZuoraClient
+from connectors.zuora.client import QUERY_PAGE, ZuoraClient
 from runner.flows import FlowContext, Postpone, WriteResult, suiteql_read
 from runner.mapping import Mapped
 from runner.services import current_trail
@@ -91,7 +91,7 @@ class CustomerToAccount:
     async def write_batch(
         self, ctx: FlowContext, items: list[tuple[str, Mapped]]
     ) -> list[WriteResult | Exception]:
-        """Each record as `write` would do it, with the crmId lookups of the batch in one Object Query.
+        """Each record as `write` would do it, with the crmId lookups of the batch in a few Object Queries.
 
         Every record still claims its own link (under its own job's name), and is created under its own
         link's Idempotency-Key or updated on its own: Zuora has no bulk create. A source id twice in
@@ -134,12 +134,7 @@ class CustomerToAccount:
         except Exception as exc:  # the database refused the claims: no record of the batch was written
             return [exc] * len(items)
         unlinked = [i for i in lead if isinstance(claims[i], links.LinkState) and not _linked(claims[i])]
-        existing: dict[str, dict[str, Any]] | Exception = {}
-        if unlinked:
-            try:
-                existing = await zuora.find_accounts_by_crm_ids([_crm_id(items[i]) for i in unlinked])
-            except Exception as exc:  # every record that needed the lookup fails with it
-                existing = exc
+        existing = await self._look_up(zuora, items, unlinked, trails)
 
         slots = _write_slots(zuora)
 
@@ -151,7 +146,9 @@ class CustomerToAccount:
             token = current_trail.set(trails[index]) if trails[index] is not None else None
             try:
                 async with slots:
-                    result, stored = await self._send(ctx, items[index], claim, existing, workers[index])
+                    result, stored = await self._send(
+                        ctx, items[index], claim, existing.get(index, {}), workers[index]
+                    )
             except Exception as exc:
                 results[index] = exc
                 return None
@@ -188,6 +185,40 @@ class CustomerToAccount:
                 if token is not None:
                     current_trail.reset(token)
         return results
+
+    async def _look_up(
+        self,
+        zuora: ZuoraClient,
+        items: list[tuple[str, Mapped]],
+        unlinked: list[int],
+        trails: list[list[Any] | None],
+    ) -> dict[int, dict[str, dict[str, Any]] | Exception]:
+        """The accounts already in Zuora for the `unlinked` items' crmIds: one Object Query per
+        QUERY_PAGE of them, all at once. Each item gets its own query's answer (or its error: only the
+        items of a failed query fail with it), and its own query's calls in its trail, not every
+        query's (the audit trail of a record names the calls made for it)."""
+        groups = [unlinked[start : start + QUERY_PAGE] for start in range(0, len(unlinked), QUERY_PAGE)]
+
+        async def query(group: list[int]) -> tuple[dict[str, dict[str, Any]] | Exception, list[Any]]:
+            calls: list[Any] = []
+            current_trail.set(calls)  # this task's own context: the calls of this query only
+            try:
+                return await zuora.find_accounts_by_crm_ids([_crm_id(items[i]) for i in group]), calls
+            except Exception as exc:
+                return exc, calls
+
+        answers = await asyncio.gather(*(query(group) for group in groups))
+        outer = current_trail.get()
+        found: dict[int, dict[str, dict[str, Any]] | Exception] = {}
+        for group, (answer, calls) in zip(groups, answers, strict=True):
+            for index in group:
+                found[index] = answer
+                trail = trails[index]
+                if trail is not None:
+                    trail.extend(calls)
+            if trails[group[0]] is None and outer is not None:
+                outer.extend(calls)  # no trail per item: the batch's shared trail has them once
+        return found
 
     async def _write_one(self, ctx: FlowContext, source_id: str, mapped: Mapped, worker: str) -> WriteResult:
         zuora = cast(ZuoraClient, ctx.target)

@@ -167,3 +167,49 @@ def test_claiming_many_links_follows_the_single_claim_rules(stack: Stack, engine
         worker="job:10",
     )
     assert single.linked and single.link.target_id == "Z-1"
+
+
+def test_each_record_of_a_large_batch_carries_only_its_own_lookup() -> None:
+    # 250 unlinked records: three Object Queries (99, 99, 52 crmIds) go out at once; each record's trail
+    # gets the one query its crmId was in, and a failed query fails only its own records.
+    from runner.flows.customer_account import CustomerToAccount
+    from runner.mapping import Mapped
+    from runner.services import current_trail
+
+    class Zuora:
+        def __init__(self) -> None:
+            self.in_flight = 0
+            self.most = 0
+
+        async def find_accounts_by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, str]]:
+            trail = current_trail.get()
+            assert trail is not None
+            trail.append(f"query of {crm_ids[0]}..{crm_ids[-1]}")
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+            if "ns-200" in crm_ids:
+                raise RuntimeError("Zuora refused the third query")
+            return {c.lower(): {"id": f"A-{c}"} for c in crm_ids if c.endswith("7")}
+
+    items = [(str(n), Mapped(payload={"crmId": f"ns-{n}"}, create_only=frozenset())) for n in range(250)]
+    trails: list[list[object] | None] = [[] for _ in items]
+    zuora = Zuora()
+
+    async def main() -> dict[int, object]:
+        shared: list[object] = []
+        current_trail.set(shared)
+        found = await CustomerToAccount()._look_up(zuora, items, list(range(250)), trails)  # type: ignore[arg-type]
+        assert shared == []  # every call went to the trails of its own records
+        return found
+
+    found = asyncio.run(main())
+
+    assert QUERY_PAGE == 99 and zuora.most == 3  # the three queries were in flight together
+    assert [len(t or []) for t in trails] == [1] * 250
+    assert trails[0] == trails[98] and trails[99] == trails[197] and trails[198] == trails[249]
+    assert len({str(trails[0]), str(trails[99]), str(trails[198])}) == 3
+    assert found[7] is found[0] and found[7]["ns-7"] == {"id": "A-ns-7"}  # type: ignore[index]
+    assert all(isinstance(found[i], RuntimeError) for i in range(198, 250))
+    assert not any(isinstance(found[i], Exception) for i in range(198))
