@@ -545,7 +545,7 @@ class Client(httpx2.AsyncClient):
         request.read()
         response = await self._wire.handle_async_request(request)
         response.request = request
-        await response.aread()
+        response.read()  # the body is in memory already: the synchronous read skips async iteration
         return response
 
 
