@@ -64,9 +64,9 @@ FLOWS = (
         "customer_account",
         "NetSuite → Zuora",
         (
-            # customer_account runs in batches of 50: the customers read with one SuiteQL query (the
+            # customer_account runs in batches of BATCH: the customers read with one SuiteQL query (the
             # default mapping reads only fields SuiteQL gives as the record API does), one Object Query
-            # (crmid.IN) per batch, a POST each.
+            # (crmid.IN) per 99 records, a POST each.
             Leg("netsuite", 1 / BATCH, f"one SuiteQL query per {BATCH} customers"),
             Leg("zuora", 1 + 1 / 99, "POST /v1/accounts, plus one Object Query by crmId per 99"),
         ),

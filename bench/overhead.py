@@ -12,7 +12,7 @@ sampled twice a second; VmHWM is its peak. Target: flat (over the second half of
 peaks within 10 % of the first half's peak; the slope is printed too) and under 300 MiB. The issue asks for 100,000 records; that alone takes
 minutes on a 2-core machine, so the default run does fewer and `--backfill 100000` does the full one.
 
-Beside them, in the same run, a bare httpx2 client (as shipped: its default network backend, uvloop, ten
+Beside them, in the same run, a bare httpx2 client (as shipped: its default transport, uvloop, ten
 calls in flight) in a child process of its own makes `--bare-calls` GETs to the same zero-latency
 emulator; its CPU per call is the yardstick the runner's figure is divided by. The machine's speed
 moves the absolute figures (the same commit measured 2.3–2.8 times slower on one day than another),

@@ -128,7 +128,7 @@ async def _prefetch(
     flow: Flow, ctx: FlowContext, jobs: list[Job], trails: list[list[Any]]
 ) -> dict[str, dict[str, Any]]:
     """The source records of the batch's ordinary sync jobs, read together when the flow can
-    (`fetch_many`, e.g. one SuiteQL query for fifty customers); {} otherwise. The bulk read's HTTP
+    (`fetch_many`, e.g. one SuiteQL query for a batch of customers); {} otherwise. The bulk read's HTTP
     attempts go into the trail of every record it was made for. Should it fail, nothing is lost: each
     record is then fetched on its own, and fails or succeeds alone."""
     fetch_many = getattr(flow, "fetch_many", None)

@@ -3,7 +3,7 @@
 A batch flow reading NetSuite customers (or vendors, contacts) needs, per record, only the fields its
 mapping reads. When every one of those is a plain field SuiteQL returns in the same form as the record
 API, one `SELECT … FROM customer WHERE id IN (…)` replaces up to a batch of GETs: one HTTP call instead
-of fifty, which is most of what a record costs the runner (bench/overhead.py).
+of a batch (200 for NetSuite → Zuora), which was most of what a record cost the runner (bench/overhead.py).
 
 Which fields qualify is declared below per record type, not guessed: SuiteQL answers every value as text,
 dates in the user's preferred format, booleans as 'T'/'F' and references as the internal id (the display

@@ -1,5 +1,5 @@
-"""The asyncio network backend under our HTTP clients (connectors/network.py), against small servers
-on loopback that misbehave on purpose: connections closed while idle, bytes nobody asked for, slow
+"""Our HTTP/1.1 transport and client under the runner's API clients (connectors/network.py), against
+small servers on loopback that misbehave on purpose: connections closed while idle, bytes nobody asked for, slow
 answers, large bodies, TLS with a trusted and an untrusted certificate. Each runs on asyncio's own loop
 and on uvloop (the runner's)."""
 
