@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 
@@ -15,8 +16,31 @@ from storage.settings import get_settings
 # collection every 10,000 net allocations instead of every 700. A synced record allocates thousands of
 # short-lived objects (HTTP, JSON, ORM rows) that reference counting frees at once; the collector only
 # needs to find cycles, and running it 14 times less often was ~8% less runner CPU per record in an
-# alternated A/B (bench/overhead.py), memory still flat.
-GC_THRESHOLDS = (10_000, 50, 100)
+# alternated A/B (bench/overhead.py). The older generations keep CPython's ratios (10, 10): with them
+# raised as well (50, 100), cyclic garbage waited so long for a full collection that a 100,000-record
+# backfill's memory rose to a 320 MiB plateau instead of staying flat.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+# glibc's malloc gives each thread that allocates its own arena, up to eight per core, and returns little
+# of an arena's freed memory to the system. The runner's database work runs on a pool of worker threads,
+# so its resident memory grew with the arenas' fragmentation, not its data: a 100,000-record backfill
+# plateaued at ~320 MiB, of which tracemalloc saw a few MiB of live Python objects; with two arenas it
+# stays flat at ~175 MiB, for about as much CPU
+# (0.68 against 0.65 ms a record in an alternated A/B, within its noise; bench/overhead.py). The same as MALLOC_ARENA_MAX=2,
+# set from inside: the worker threads start after it.
+M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's <malloc.h>
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS; False where the C library is not glibc (nothing to
+    tune) or refused."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS))
 
 
 def tune_gc() -> None:
@@ -29,6 +53,7 @@ def tune_gc() -> None:
 
 
 def main() -> None:
+    limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per job outcome is ours; per-request and per-tick lines from libraries are noise.
     for noisy in ("httpx2", "httpcore2", "apscheduler", "alembic"):

@@ -1,5 +1,5 @@
-"""The runner process tunes Python's cycle collector at start (runner/__main__.py): fewer young
-collections, and what start-up built frozen out of every full collection."""
+"""The runner process tunes its memory management at start (runner/__main__.py): fewer young
+collections, what start-up built frozen out of every full collection, and two malloc arenas."""
 
 from __future__ import annotations
 
@@ -43,3 +43,15 @@ def test_cycles_are_still_collected_after_tuning() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_the_runner_caps_mallocs_arenas_on_glibc() -> None:
+    script = (
+        "import platform\n"
+        "from runner.__main__ import limit_malloc_arenas\n"
+        "print(platform.libc_ver()[0], limit_malloc_arenas())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    libc, capped = done.stdout.split()
+    assert capped == ("True" if libc == "glibc" else "False")
