@@ -26,9 +26,9 @@ GC_THRESHOLDS = (10_000, 10, 10)
 # of an arena's freed memory to the system. The runner's database work runs on a pool of worker threads,
 # so its resident memory grew with the arenas' fragmentation, not its data: a 100,000-record backfill
 # plateaued at ~320 MiB, of which tracemalloc saw a few MiB of live Python objects; with two arenas it
-# stays flat at ~175 MiB, for about as much CPU
-# (0.68 against 0.65 ms a record in an alternated A/B, within its noise; bench/overhead.py). The same as MALLOC_ARENA_MAX=2,
-# set from inside: the worker threads start after it.
+# stays flat at ~175 MiB, for about as much CPU (0.68 against 0.65 ms a record in an alternated A/B,
+# within its noise; bench/overhead.py). The same as MALLOC_ARENA_MAX=2, set from inside: the worker
+# threads start after it.
 M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's <malloc.h>
 MALLOC_ARENAS = 2
 
