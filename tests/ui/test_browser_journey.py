@@ -258,7 +258,9 @@ def onboard(journey: Journey) -> None:
     next_step(journey, 4)
 
     expect_step(page, 5, "Webhooks")
-    webhook_url = code_after(page, "Runner URL (custscript_ml_connector_url)")
+    webhook_url = code_after(
+        page, "Runner URL (custscript_ml_connector_url)", starting=f"{journey.runner_url}/webhooks/netsuite/"
+    )
     assert webhook_url.startswith(f"{journey.runner_url}/webhooks/netsuite/"), webhook_url
     secret = code_after(page, "Shared secret (custscript_ml_connector_secret)")
     assert secret
@@ -382,12 +384,16 @@ def type_into(widget: Locator, text: str) -> None:
     box.press("Enter")
 
 
-def code_after(page: Page, caption: str) -> str:
-    """The text of the code block drawn right after the caption `caption`."""
+def code_after(page: Page, caption: str, *, starting: str | None = None) -> str:
+    """The text of the code block drawn right after the caption `caption`; with `starting`, once that
+    block's text starts with it (while Streamlit re-renders, the block after the caption can briefly be
+    the next section's, e.g. the Zuora URL after the NetSuite caption)."""
     wait_until_settled(page)
     label = page.get_by_test_id("stCaptionContainer").filter(has_text=caption)
     code = label.locator("xpath=following::*[@data-testid='stCode'][1]").locator("code")
     expect(code).not_to_be_empty()
+    if starting is not None:
+        expect(code).to_have_text(re.compile("^\\s*" + re.escape(starting)))
     return code.inner_text().strip()
 
 
